@@ -1,0 +1,50 @@
+"""Reading a finished DAG run back from Airflow's database, on Airflow 2.11 and 3.x."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.utils.session import create_session
+
+
+def _xcom_model() -> Any:
+    try:
+        from airflow.models.xcom import XComModel
+
+        return XComModel
+    except ImportError:  # Airflow 2
+        from airflow.models.xcom import BaseXCom
+
+        return BaseXCom
+
+
+def xcoms(dag_run: Any, task_id: str) -> dict[str, Any]:
+    """Every XCom the task pushed, deserialized, by key."""
+    model = _xcom_model()
+    with create_session() as session:
+        rows = (
+            session.query(model)
+            .filter(model.dag_id == dag_run.dag_id, model.run_id == dag_run.run_id, model.task_id == task_id)
+            .all()
+        )
+        return {row.key: model.deserialize_value(row) for row in rows}
+
+
+def task_states(dag_run: Any) -> dict[str, str]:
+    with create_session() as session:
+        return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances(session=session)}
+
+
+def task_instance(dag_run: Any, task_id: str) -> Any:
+    with create_session() as session:
+        (ti,) = [ti for ti in dag_run.get_task_instances(session=session) if ti.task_id == task_id]
+        session.expunge(ti)
+        return ti
+
+
+def rendered_fields(dag_run: Any, task_id: str) -> dict[str, Any]:
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+
+    with create_session() as session:
+        ti = [ti for ti in dag_run.get_task_instances(session=session) if ti.task_id == task_id][0]
+        return RenderedTaskInstanceFields.get_templated_fields(ti, session=session) or {}

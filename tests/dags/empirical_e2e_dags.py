@@ -1,0 +1,94 @@
+"""DAGs for the end-to-end tests: one per way of waiting, plus templating and bad input.
+
+The outcome of each run is scripted in the emulator by the test, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG, task
+
+from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
+from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
+
+POLL = 0.2
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+def _dag(dag_id: str) -> DAG:
+    return DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False, tags=["e2e"])
+
+
+def operator_waits(dag_id: str, **kwargs: Any) -> DAG:
+    with _dag(dag_id) as dag:
+        EmpiricalTriggerTestRunOperator(
+            task_id="run_tests", environment="production", wait_for_completion=True,
+            poll_interval=POLL, **kwargs,
+        )
+    return dag
+
+
+def sensor_waits(dag_id: str, **kwargs: Any) -> DAG:
+    with _dag(dag_id) as dag:
+        trigger = EmpiricalTriggerTestRunOperator(task_id="trigger_tests", environment="production")
+        EmpiricalTestRunSensor(
+            task_id="wait_for_tests", test_run_id=trigger.output, poke_interval=POLL, **kwargs
+        )
+    return dag
+
+
+e2e_operator_sync = operator_waits("e2e_operator_sync", deferrable=False)
+e2e_operator_deferrable = operator_waits("e2e_operator_deferrable", deferrable=True)
+e2e_operator_lenient = operator_waits("e2e_operator_lenient", deferrable=False, fail_on_test_failure=False)
+e2e_operator_timeout = operator_waits("e2e_operator_timeout", deferrable=False, timeout=1)
+e2e_operator_deferrable_timeout = operator_waits("e2e_operator_deferrable_timeout", deferrable=True, timeout=1)
+e2e_sensor_poke = sensor_waits("e2e_sensor_poke", mode="poke", timeout=60)
+e2e_sensor_reschedule = sensor_waits("e2e_sensor_reschedule", mode="reschedule", timeout=60)
+e2e_sensor_deferrable = sensor_waits("e2e_sensor_deferrable", deferrable=True, timeout=60)
+e2e_sensor_lenient = sensor_waits("e2e_sensor_lenient", deferrable=True, timeout=60, fail_on_test_failure=False)
+e2e_sensor_deferrable_timeout = sensor_waits("e2e_sensor_deferrable_timeout", deferrable=True, timeout=1)
+
+with _dag("e2e_templating") as e2e_templating:
+
+    @task
+    def upstream() -> dict[str, Any]:
+        return {"commit": "c0ffee", "base_url": "https://preview.example", "shards": 3}
+
+    up = upstream()
+    EmpiricalTriggerTestRunOperator(
+        task_id="trigger_tests",
+        environment="{{ params.env }}",
+        build={"commit": "{{ ti.xcom_pull(task_ids='upstream')['commit'] }}", "version": "v-{{ ds_nodash }}"},
+        metadata={"logical_date": "{{ ds }}", "commit": up["commit"], "airflow_dag_id": "mine-wins"},
+        environment_variables_overrides=[
+            {"name": "BASE_URL", "value": up["base_url"]},
+            {"name": "RUN", "value": "{{ run_id }}"},
+        ],
+        tags=["@{{ params.tag }}", "@critical"],
+        project_id="{{ params.project_id }}",
+        send_notifications="{{ params.notify }}",
+        total_shards="{{ ti.xcom_pull(task_ids='upstream')['shards'] }}",
+        github_actor="{{ params.actor }}",
+        params={"env": "staging", "tag": "smoke", "project_id": 1, "notify": False, "actor": "octocat"},
+    )
+
+with _dag("e2e_templating_rerun") as e2e_templating_rerun:
+    EmpiricalTriggerTestRunOperator(
+        task_id="trigger_tests",
+        environment="production",
+        branch="{{ params.branch }}",
+        rerun_source_id="{{ params.source }}",
+        rerun_only_failed="{{ params.only_failed }}",
+        params={"branch": "feature/login", "source": 1, "only_failed": True},
+    )
+
+with _dag("e2e_bad_input") as e2e_bad_input:
+    EmpiricalTriggerTestRunOperator(
+        task_id="trigger_tests", environment="production", total_shards="{{ params.shards }}",
+        params={"shards": 0},
+    )
+
+with _dag("e2e_sensor_bad_id") as e2e_sensor_bad_id:
+    EmpiricalTestRunSensor(task_id="wait_for_tests", test_run_id="{{ params.get('missing') }}", poke_interval=POLL)

@@ -1,0 +1,655 @@
+"""Tests of the Empirical emulator over real loopback HTTP, checked against the API contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_empirical.emulator import Emulator, RunScript
+
+KEY, OTHER_KEY = "test-key", "other-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+ROOT = Path(__file__).resolve().parents[1]
+LIST_ITEM_KEYS = {
+    "id", "state", "total_count", "success_count", "failed_count", "skipped_count", "flaky_count",
+    "duration", "test_run_branch", "environment_slug", "environment_name", "build_url", "build_branch",
+    "commit", "created_at",
+}
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+FAST = RunScript(queued_for=0.0, run_for=0.0)
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Emulator]:
+    with Emulator(api_keys={KEY: 1, OTHER_KEY: 2}) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(shared: Emulator) -> Emulator:
+    shared.reset()
+    return shared
+
+
+def new_client(url: str, key: str | None = KEY, headers: dict[str, str] | None = None,
+               timeout: float = 5) -> httpx.Client:
+    """A plain-HTTP client; verify=False only skips loading CA certificates, which is slow."""
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, headers={**auth, **(headers or {})}, verify=False, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
+    with new_client(shared.url) as c:
+        yield c
+
+
+@pytest.fixture
+def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
+    return shared_client
+
+
+def put(client: httpx.Client, **body: Any) -> httpx.Response:
+    return client.put("/api/test-runs", json={"environment": "production", **body})
+
+
+def states_until(client: httpx.Client, run_id: int, final: str, timeout: float = 3.0) -> list[str]:
+    """Poll a run until `final`, returning the distinct states seen in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"]
+        assert run["total_count"] is None or run["success_count"] is None or (
+            run["success_count"] + run["failed_count"] + run["skipped_count"] + run["flaky_count"]
+            <= run["total_count"])
+        if not seen or seen[-1] != run["state"]:
+            seen.append(run["state"])
+        if run["state"] == final:
+            return seen
+        time.sleep(0.01)
+    raise AssertionError(f"run {run_id} never reached {final}; saw {seen}")
+
+
+# --- import and scripts -------------------------------------------------------------------------
+
+
+def test_import_is_standard_library_only() -> None:
+    code = (
+        "import sys, types; pkg = types.ModuleType('airflow_provider_empirical');"
+        f"pkg.__path__ = [{str(ROOT / 'airflow_provider_empirical')!r}];"
+        "sys.modules['airflow_provider_empirical'] = pkg;"
+        "import airflow_provider_empirical.emulator;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'httpx', 'http')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_run_script_defaults_and_round_trip() -> None:
+    script = RunScript()
+    assert (script.queued_for, script.run_for, script.outcome) == (0.5, 2.0, "passed")
+    assert script.error_code is None
+    assert script.counts() == {"total": 24, "success": 23, "failed": 0, "skipped": 1, "flaky": 0}
+    assert RunScript(outcome="failed").counts()["failed"] > 0
+    assert RunScript(outcome="error").error_code == "run_failed_with_error"
+    derived = RunScript(total=10, failed=2).counts()
+    assert derived == {"total": 10, "success": 8, "failed": 2, "skipped": 0, "flaky": 0}
+    custom = RunScript(queued_for=0.1, outcome="error", error_code="merge_conflict", total=3)
+    assert RunScript.from_dict(json.loads(json.dumps(custom.to_dict()))) == custom
+    with pytest.raises(ValueError, match="outcome"):
+        RunScript(outcome="exploded")
+    with pytest.raises(ValueError, match="unknown"):
+        RunScript.from_dict({"queued": 1})
+
+
+# --- auth ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic dGVzdA=="}, {"Authorization": "Bearer"},
+                                     {"Authorization": "Bearer wrong-key"}, {"Authorization": KEY}])
+def test_bad_credentials_are_401_on_every_endpoint(emu: Emulator, headers: dict[str, str]) -> None:
+    with new_client(emu.url, None, headers=headers) as anon:
+        for response in (anon.get("/api/test-runs"), anon.get("/api/test-runs/1"),
+                         anon.put("/api/test-runs", json={"environment": "production"})):
+            assert response.status_code == 401
+            assert response.json()["error"]["message"]
+    assert emu.runs == []
+
+
+def test_x_project_id_header(client: httpx.Client) -> None:
+    assert client.get("/api/test-runs", headers={"x-project-id": "1"}).status_code == 200
+    forbidden = client.get("/api/test-runs", headers={"x-project-id": "2"})
+    assert forbidden.status_code == 403 and "x-project-id" in forbidden.json()["error"]["message"]
+    bad = client.put("/api/test-runs", json={"environment": "production"}, headers={"x-project-id": "one"})
+    assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("x-project-id")
+
+
+# --- trigger ---------------------------------------------------------------------------------------
+
+
+def test_trigger_response_matches_the_contract(emu: Emulator, client: httpx.Client) -> None:
+    first = put(client)
+    assert first.status_code == 200
+    body = first.json()
+    created_at = body["data"]["test_run"].pop("created_at")
+    assert body == {"data": {"trigger": {"success": True},
+                             "test_run": {"id": 1, "state": "queued", "test_run_branch": "main"}}}
+    assert ISO_MS_Z.match(created_at)
+    stamp = time.mktime(time.strptime(created_at[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert abs(stamp - time.time()) < 5
+    branched = put(client, branch="feature/x").json()["data"]["test_run"]
+    assert (branched["id"], branched["state"], branched["test_run_branch"]) == (2, "queued", "feature/x")
+    assert put(client).json()["data"]["test_run"]["id"] == 3
+    built = put(client, build={"branch": "release", "url": "https://ci/1", "commit": "abc"}).json()
+    assert built["data"]["test_run"]["id"] == 4 and built["data"]["test_run"]["test_run_branch"] == "release"
+    assert [run["id"] for run in emu.runs] == [1, 2, 3, 4]
+
+
+def test_trigger_stores_everything_and_ignores_unknown_fields(emu: Emulator, client: httpx.Client) -> None:
+    body = {"environment": "staging", "build": {"url": "https://ci/7", "branch": "dev", "commit": "c0ffee",
+                                                "commit_url": "https://git/c0ffee", "version": "1.2"},
+            "metadata": {"dag": "nightly", "try": 2, "ratio": 0.5}, "tags": ["@smoke"],
+            "environment_variables_overrides": [{"name": "BASE_URL", "value": "https://x"}],
+            "project_id": 1, "send_notifications": False, "total_shards": 3, "github_actor": "octo",
+            "some_future_field": {"anything": True}}
+    assert client.put("/api/test-runs", json=body).status_code == 200
+    assert emu.trigger_body(1) == body
+    run = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    assert (run["environment_slug"], run["environment_name"]) == ("staging", "Staging")
+    assert (run["build_url"], run["build_branch"], run["commit"]) == ("https://ci/7", "dev", "c0ffee")
+    assert run["metadata"] == body["metadata"] and run["tags"] == ["@smoke"]
+
+
+OVERRIDES = "environment_variables_overrides"
+BAD_BODIES: list[tuple[Any, str]] = [
+    ([], "body"),
+    ("production", "body"),
+    ({}, "environment"),
+    ({"environment": ""}, "environment"),
+    ({"environment": 5}, "environment"),
+    ({"environment": None}, "environment"),
+    ({"environment": "nowhere"}, "environment"),
+    ({"build": "main"}, "build"),
+    ({"build": {"sha": "abc"}}, "build.sha"),
+    ({"build": {"url": 1}}, "build.url"),
+    ({"metadata": ["a"]}, "metadata"),
+    ({"metadata": {"ok": True}}, "metadata.ok"),
+    ({"metadata": {"gone": None}}, "metadata.gone"),
+    ({"metadata": {"deep": {"a": 1}}}, "metadata.deep"),
+    ({OVERRIDES: {"name": "A"}}, OVERRIDES),
+    ({OVERRIDES: ["A=1"]}, f"{OVERRIDES}[0]"),
+    ({OVERRIDES: [{"name": "", "value": "1"}]}, f"{OVERRIDES}[0].name"),
+    ({OVERRIDES: [{"name": "A", "value": 1}]}, f"{OVERRIDES}[0].value"),
+    ({"tags": "@smoke"}, "tags"),
+    ({"tags": ["@smoke", 1]}, "tags[1]"),
+    ({"branch": 5}, "branch"),
+    ({"branch": "main", "build": {"branch": "main"}}, "branch"),
+    ({"project_id": 0}, "project_id"),
+    ({"project_id": True}, "project_id"),
+    ({"project_id": "1"}, "project_id"),
+    ({"project_id": 1.5}, "project_id"),
+    ({"project_id": 2}, "project_id"),
+    ({"send_notifications": "yes"}, "send_notifications"),
+    ({"total_shards": 0}, "total_shards"),
+    ({"rerun_source_id": -1}, "rerun_source_id"),
+    ({"rerun_source_id": 1, "rerun_only_failed": 1}, "rerun_only_failed"),
+    ({"rerun_only_failed": True}, "rerun_only_failed"),
+    ({"github_actor": 7}, "github_actor"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_trigger_validation_names_the_field(emu: Emulator, client: httpx.Client, body: Any,
+                                            field: str) -> None:
+    if isinstance(body, dict) and body != {}:
+        body = {"environment": "production", **body}
+    response = client.put("/api/test-runs", json=body)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"{field}: ")
+    assert emu.runs == []
+
+
+def test_unknown_environment_lists_the_available_ones(client: httpx.Client) -> None:
+    message = put(client, environment="qa").json()["error"]["message"]
+    assert "production" in message and "staging" in message and "development" in message
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b'{"environment": NaN}', b"\xff"])
+def test_invalid_json_is_400(emu: Emulator, client: httpx.Client, raw: bytes) -> None:
+    response = client.put("/api/test-runs", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["message"].startswith("body")
+    assert emu.runs == []
+
+
+def test_rerun_source_must_exist_in_the_project(emu: Emulator, client: httpx.Client) -> None:
+    missing = put(client, rerun_source_id=99)
+    assert missing.status_code == 404 and missing.json()["error"]["message"].startswith("rerun_source_id")
+    assert put(client).status_code == 200
+    assert put(client, rerun_source_id=1, rerun_only_failed=True).status_code == 200
+    with new_client(emu.url, OTHER_KEY) as other:
+        assert put(other, rerun_source_id=1).status_code == 404
+        assert put(other, project_id=2).status_code == 200
+
+
+# --- reading runs ----------------------------------------------------------------------------------
+
+
+def test_get_one_run_shape_and_404s(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=60))
+    put(client, metadata={"k": "v"}, tags=["@a"])
+    response = client.get("/api/test-runs/1")
+    assert response.status_code == 200
+    run = response.json()["data"]["test_run"]
+    assert set(run) == LIST_ITEM_KEYS | {"error_code", "metadata", "tags", "project"}
+    assert run["project"] == {"id": 1, "name": "Demo project", "slug": "demo", "repo_name": "demo-tests"}
+    assert run["state"] == "queued" and run["total_count"] is None and run["duration"] is None
+    assert (run["metadata"], run["tags"], run["error_code"]) == ({"k": "v"}, ["@a"], None)
+    for path in ("/api/test-runs/2", "/api/test-runs/abc", "/api/test-runs/-1", "/api/test-runs/1.0"):
+        assert client.get(path).status_code == 404
+    with new_client(emu.url, OTHER_KEY) as other:
+        assert other.get("/api/test-runs/1").status_code == 404
+
+
+def test_unknown_paths_404_and_other_methods_405(client: httpx.Client) -> None:
+    assert client.get("/api/v2/nothing").status_code == 404
+    assert client.get("/api/v2/nothing").json()["error"]["message"]
+    assert client.post("/api/test-runs", json={}).status_code == 405
+    assert client.delete("/api/test-runs/1").status_code == 405
+    assert client.put("/api/test-runs/1", json={}).status_code == 405
+
+
+def test_list_filters_and_pagination(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(FAST, RunScript(queued_for=0, run_for=0, outcome="failed"), RunScript(queued_for=60),
+                   RunScript(queued_for=0, run_for=0, outcome="error"), FAST)
+    put(client)
+    put(client, branch="feat")
+    put(client, environment="staging")
+    put(client, environment="staging", build={"branch": "feat"})
+    put(client, environment="development")
+    with new_client(emu.url, OTHER_KEY) as other:
+        put(other)
+
+    def ids(**params: Any) -> list[int]:
+        response = client.get("/api/test-runs", params=params)
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["data"]["test_runs"]["items"]]
+
+    body = client.get("/api/test-runs").json()
+    assert body["data"]["project"]["id"] == 1
+    assert body["pagination"] == {"page": 1, "per_page": 20, "total": 5, "total_pages": 1}
+    assert all(set(item) == LIST_ITEM_KEYS for item in body["data"]["test_runs"]["items"])
+    assert ids() == [5, 4, 3, 2, 1]
+    page2 = client.get("/api/test-runs", params={"per_page": 2, "page": 2}).json()
+    assert [i["id"] for i in page2["data"]["test_runs"]["items"]] == [3, 2]
+    assert page2["pagination"] == {"page": 2, "per_page": 2, "total": 5, "total_pages": 3}
+    assert ids(per_page=2, page=4) == []
+    assert ids(branch="feat") == [4, 2]
+    assert ids(environment_ids="2") == [4, 3]
+    assert ids(environment_ids="1,3") == [5, 2, 1]
+    assert ids(id=3) == [3]
+    assert ids(state="queued") == [3]
+    assert ids(state="ended") == [5, 2, 1]
+    assert ids(result="passed") == [5, 1]
+    assert ids(result="failed") == [4, 2]
+    assert ids(interval_in_days=1) == [5, 4, 3, 2, 1]
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"per_page": 0}, "per_page"), ({"per_page": 101}, "per_page"), ({"per_page": "x"}, "per_page"),
+    ({"page": 0}, "page"), ({"result": "green"}, "result"), ({"environment_ids": "1,b"}, "environment_ids"),
+    ({"state": "done"}, "state"), ({"id": "x"}, "id"), ({"interval_in_days": "week"}, "interval_in_days"),
+])
+def test_list_rejects_bad_query(client: httpx.Client, params: dict[str, Any], field: str) -> None:
+    response = client.get("/api/test-runs", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(f"{field}: ")
+
+
+# --- lifecycle -------------------------------------------------------------------------------------
+
+
+def test_passed_run_lifecycle(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0.15, run_for=0.15))
+    run_id = put(client).json()["data"]["test_run"]["id"]
+    assert states_until(client, run_id, "ended") == ["queued", "started", "ended"]
+    run = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"]
+    counts = [run[f"{k}_count"] for k in ("total", "success", "failed", "skipped", "flaky")]
+    assert counts == [24, 23, 0, 1, 0] and run["duration"] == 150 and run["error_code"] is None
+
+
+@pytest.mark.parametrize(("script", "final", "error_code"), [
+    (RunScript(queued_for=0.02, run_for=0.05, outcome="failed"), "ended", None),
+    (RunScript(queued_for=0.02, run_for=0.05, outcome="error"), "error", "run_failed_with_error"),
+    (RunScript(queued_for=0.02, run_for=0.05, outcome="error", error_code="merge_conflict"), "error",
+     "merge_conflict"),
+])
+def test_failing_outcomes(emu: Emulator, client: httpx.Client, script: RunScript, final: str,
+                          error_code: str | None) -> None:
+    emu.queue_runs(script)
+    put(client)
+    states_until(client, 1, final)
+    run = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    assert run["error_code"] == error_code
+    assert run["duration"] == 50
+    if final == "ended":
+        assert run["failed_count"] == 3 and run["total_count"] == 24
+
+
+def test_cancelled_run_passes_through_cancelling(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0.05, outcome="cancelled"))
+    put(client)
+    assert states_until(client, 1, "cancelled")[-2:] == ["cancelling", "cancelled"]
+
+
+def test_never_run_stays_started_until_finished(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0.01, outcome="never"))
+    put(client)
+    time.sleep(0.1)
+    run = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    assert run["state"] == "started" and run["duration"] is None
+    assert run["success_count"] <= run["total_count"]
+    forced = emu.finish_run(1, "error", "worker_interrupted")
+    assert forced["state"] == "error" and forced["error_code"] == "worker_interrupted"
+    fetched = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    assert fetched["state"] == "error" and fetched["duration"] is not None
+    assert emu.finish_run(1)["state"] == "cancelled"
+    assert emu.finish_run(1, "failed")["failed_count"] == 3
+    with pytest.raises(KeyError):
+        emu.finish_run(42)
+    with pytest.raises(ValueError):
+        emu.finish_run(1, "exploded")
+
+
+def test_scripts_are_fifo_then_per_environment_then_default(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="error"), RunScript(queued_for=60))
+    emu.set_environment_script("staging", RunScript(queued_for=0, run_for=0, outcome="failed"))
+    emu.set_default_script(RunScript(queued_for=0, run_for=0, outcome="passed"))
+    for environment in ("production", "production", "staging", "production"):
+        put(client, environment=environment)
+    runs = emu.runs
+    assert [run["state"] for run in runs] == ["error", "queued", "ended", "ended"]
+    assert (runs[2]["failed_count"], runs[3]["failed_count"]) == (3, 0)
+
+
+# --- faults ----------------------------------------------------------------------------------------
+
+
+def test_fault_status_with_retry_after_is_consumed(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="GET", path="/api/test-runs", status=429, headers={"Retry-After": "1"})
+    limited = client.get("/api/test-runs")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+    assert limited.json() == {"error": {"message": "injected fault"}}
+    assert client.get("/api/test-runs").status_code == 200
+    assert emu.count("GET", "/api/test-runs") == 2
+
+
+def test_fault_matching_times_and_bodies(emu: Emulator, client: httpx.Client) -> None:
+    put(client)
+    emu.add_fault(method="get", path="/api/test-runs/*", times=2, status=502, body="Bad Gateway")
+    assert put(client).status_code == 200  # PUT does not match a GET fault
+    first = client.get("/api/test-runs/1")
+    assert first.status_code == 502 and first.text == "Bad Gateway"
+    assert first.headers["content-type"].startswith("text/plain")
+    assert client.get("/api/test-runs/1").status_code == 502
+    assert client.get("/api/test-runs/1").status_code == 200
+    emu.add_fault(method="*", path="*", times=-1, status=500, body={"error": "down"})
+    for _ in range(3):
+        assert client.get("/api/test-runs").json() == {"error": "down"}
+
+
+def test_fault_before_processing_does_not_create(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="PUT", path="/api/test-runs", status=503)
+    assert put(client).status_code == 503
+    assert emu.runs == []
+
+
+def test_fault_after_create_really_creates(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="PUT", path="/api/test-runs", status=504, after_create=True)
+    assert put(client).status_code == 504
+    assert [run["id"] for run in emu.runs] == [1]
+
+
+def test_fault_delay_slows_a_normal_response(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="GET", path="/api/test-runs", status=None, delay=0.3)
+    started = time.monotonic()
+    assert client.get("/api/test-runs").status_code == 200
+    assert time.monotonic() - started >= 0.3
+    with pytest.raises(httpx.ReadTimeout):
+        emu.add_fault(method="GET", path="/api/test-runs", status=None, delay=0.5)
+        client.get("/api/test-runs", timeout=0.1)
+
+
+def test_fault_malformed_body(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="PUT", path="/api/test-runs", malformed=True, after_create=True)
+    response = put(client)
+    assert response.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        response.json()
+    assert len(emu.runs) == 1
+
+
+def test_fault_drop_closes_without_response(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="GET", path="/api/test-runs", drop=True)
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get("/api/test-runs")
+    assert client.get("/api/test-runs").status_code == 200
+
+
+def test_fault_echo_auth_leaks_the_header(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="GET", path="/api/test-runs", echo_auth=True)
+    response = client.get("/api/test-runs")
+    assert response.status_code == 500 and f"Bearer {KEY}" in response.text
+
+
+def test_fault_redirect(emu: Emulator, client: httpx.Client) -> None:
+    target = f"{emu.url}/api/test-runs?page=1"
+    emu.add_fault(method="GET", path="/api/test-runs", status=307, headers={"Location": target})
+    response = client.get("/api/test-runs")
+    assert response.status_code == 307 and response.headers["location"] == target
+    emu.add_fault(method="GET", path="/api/test-runs", status=302, headers={"Location": target})
+    assert client.get("/api/test-runs", follow_redirects=True).status_code == 200
+
+
+def test_invalid_fault_is_rejected(emu: Emulator) -> None:
+    for bad in ({"times": 0}, {"status": 42}, {"delay": -1}, {"headers": {"Retry-After": 1}}):
+        with pytest.raises(ValueError):
+            emu.add_fault(**bad)
+
+
+# --- recording -------------------------------------------------------------------------------------
+
+
+def test_requests_exclude_control_and_dashboard_calls(emu: Emulator, client: httpx.Client) -> None:
+    put(client, tags=["@smoke"])
+    client.get("/api/test-runs", params={"per_page": "5"}, headers={"X-Trace": "abc"})
+    client.get("/test-runs/1")
+    client.get("/_emulator/health")
+    recorded = emu.requests
+    assert [(r.method, r.path) for r in recorded] == [("PUT", "/api/test-runs"), ("GET", "/api/test-runs")]
+    assert recorded[0].json == {"environment": "production", "tags": ["@smoke"]}
+    assert recorded[1].query == {"per_page": "5"} and recorded[1].json is None
+    assert recorded[1].headers["x-trace"] == "abc" and recorded[1].headers["authorization"] == f"Bearer {KEY}"
+    assert emu.count() == 2 and emu.count("PUT") == 1 and emu.count(path_prefix="/api/test-runs/") == 0
+
+
+# --- dashboard -------------------------------------------------------------------------------------
+
+
+def test_dashboard_pages_need_no_auth(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(FAST)
+    put(client, metadata={"dag_id": "nightly<e2e>"})
+    with new_client(emu.url, None) as browser:
+        index = browser.get("/")
+        assert index.status_code == 200 and "text/html" in index.headers["content-type"]
+        assert "/test-runs/1" in index.text
+        page = browser.get("/test-runs/1")
+        assert page.status_code == 200
+        assert "ended" in page.text and "nightly&lt;e2e&gt;" in page.text and "Production" in page.text
+        assert browser.get("/test-runs/2").status_code == 404
+
+
+# --- lifecycle of the server -----------------------------------------------------------------------
+
+
+def test_stop_refuses_then_start_rebinds_the_same_port() -> None:
+    emu = Emulator(api_keys={KEY: 1})
+    try:
+        emu.start()
+        port = emu.port
+        with new_client(emu.url, timeout=2) as client:
+            put(client)
+            emu.stop()
+            with pytest.raises(httpx.ConnectError):
+                client.get("/api/test-runs/1")
+            emu.start()
+            assert emu.port == port
+            assert client.get("/api/test-runs/1").status_code == 200
+    finally:
+        emu.stop()
+
+
+def test_stop_cuts_open_keep_alive_connections() -> None:
+    import http.client
+
+    with Emulator(api_keys={KEY: 1}) as emu:
+        connection = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=2)
+        connection.request("GET", "/_emulator/health")
+        connection.getresponse().read()
+        emu.stop()
+        with pytest.raises((ConnectionError, http.client.RemoteDisconnected, OSError)):
+            connection.request("GET", "/_emulator/health")
+            connection.getresponse().read()
+
+
+def test_down_for_is_an_outage_of_that_length() -> None:
+    with Emulator(api_keys={KEY: 1}) as emu, new_client(emu.url, None, timeout=2) as client:
+        started = time.monotonic()
+        emu.down_for(0.3)
+        assert time.monotonic() - started < 0.2
+        with pytest.raises(httpx.ConnectError):
+            client.get("/_emulator/health")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                assert client.get("/_emulator/health").json() == {"ok": True}
+                break
+            except httpx.ConnectError:
+                time.sleep(0.02)
+        assert 0.25 <= time.monotonic() - started < 3
+
+
+def test_stop_cancels_a_pending_restart() -> None:
+    emu = Emulator(api_keys={KEY: 1}).start()
+    emu.down_for(0.1)
+    emu.stop()
+    time.sleep(0.3)
+    assert not emu.running
+
+
+# --- control API -----------------------------------------------------------------------------------
+
+
+def test_control_api_drives_the_emulator(emu: Emulator, client: httpx.Client) -> None:
+    with new_client(emu.url, None) as control:
+        assert control.get("/_emulator/health").json() == {"ok": True}
+        fast_fail = {"queued_for": 0, "run_for": 0, "outcome": "failed"}
+        assert control.post("/_emulator/runs/queue", json=[fast_fail, {"queued_for": 60}]).status_code == 200
+        never = {"outcome": "never", "queued_for": 0}
+        assert control.post("/_emulator/runs/queue", json=never).status_code == 200
+        assert control.post("/_emulator/default-script",
+                            json={"environment": "staging", "outcome": "error", "queued_for": 0, "run_for": 0}
+                            ).status_code == 200
+        for _ in range(4):
+            put(client, environment="staging")
+        states = [r["state"] for r in control.get("/_emulator/runs").json()]
+        assert states == ["ended", "queued", "started", "error"]
+        finished = control.post("/_emulator/runs/3/finish", json={"state": "cancelled"})
+        assert finished.json()["test_run"]["state"] == "cancelled"
+        assert control.post("/_emulator/runs/99/finish", json={}).status_code == 404
+        fault = {"method": "GET", "path": "/api/test-runs/*", "status": 503, "headers": {"Retry-After": "2"}}
+        assert control.post("/_emulator/faults", json=fault).status_code == 200
+        assert client.get("/api/test-runs/1").status_code == 503
+        recorded = control.get("/_emulator/requests").json()
+        assert [r["method"] for r in recorded] == ["PUT"] * 4 + ["GET"]
+        assert control.post("/_emulator/faults", json={"nonsense": 1}).status_code == 400
+        assert control.post("/_emulator/runs/queue", json={"outcome": "boom"}).status_code == 400
+        assert control.post("/_emulator/runs/queue", content=b"{").status_code == 400
+        assert control.get("/_emulator/nothing").status_code == 404
+        assert control.get("/_emulator/reset").status_code == 405
+        assert control.post("/_emulator/reset").json() == {"ok": True}
+        assert control.get("/_emulator/runs").json() == [] and emu.requests == []
+
+
+def test_control_api_down() -> None:
+    with Emulator(api_keys={KEY: 1}) as emu, new_client(emu.url, None, timeout=2) as control:
+        assert control.post("/_emulator/down", json={"seconds": 0.3}).json() == {"ok": True}
+        with pytest.raises(httpx.ConnectError):
+            control.get("/_emulator/health")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                assert control.get("/_emulator/health").status_code == 200
+                return
+            except httpx.ConnectError:
+                time.sleep(0.02)
+        raise AssertionError("the emulator did not come back")
+
+
+# --- load and CLI ----------------------------------------------------------------------------------
+
+
+def test_many_keep_alive_pollers(emu: Emulator, client: httpx.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    put(client)
+
+    def poll(_: int) -> list[int]:
+        with new_client(emu.url) as poller:
+            return [poller.get("/api/test-runs/1").status_code for _ in range(10)]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        codes = [code for batch in pool.map(poll, range(50)) for code in batch]
+    assert codes == [200] * 500
+    assert time.monotonic() - started < 5
+
+
+def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_empirical.emulator", "--port", "0", "--api-key", "cli-key",
+         "--port-file", str(port_file)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not port_file.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        port = int(port_file.read_text())
+        base = f"http://127.0.0.1:{port}"
+        with new_client(base, "cli-key", timeout=2) as client:
+            assert put(client).status_code == 200
+            assert client.get("/api/test-runs/1", headers={"Authorization": "Bearer emulator-key"}
+                              ).status_code == 401
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=5)
+        assert process.returncode == 0, err
+        assert out.splitlines()[0] == f"Empirical emulator listening on {base}"
+        assert err == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
