@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+AIRFLOW_VERSION ?= 3.3.2
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+
+.PHONY: venv demo test test-matrix bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
+	touch $@
+
+venv: $(STAMP)
+
+## Run the example DAG for real against the local emulator (or the real API with EMPIRICAL_API_KEY set).
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+## The whole test suite (unit, emulator, end-to-end DAG runs).
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check airflow_provider_empirical
+	$(BIN)/ruff format --check airflow_provider_empirical
+	$(BIN)/mypy airflow_provider_empirical
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
