@@ -198,3 +198,32 @@ def test_example_rerun_failed_and_cross_team_wait(run_dag: Any, emulator: Emulat
     assert rerun_body["total_shards"] == 2 and body is not None
     waited = run_dag("empirical_wait_for_test_run", conf={"test_run_id": source_id})
     assert task_states(waited) == {"wait_for_test_run": "failed"}  # that run had failed tests
+
+
+# -- retries: durable execution re-attaches instead of triggering twice --
+
+
+def _durable_supported() -> bool:
+    from airflow.providers.common.compat.sdk import ResumableJobMixin
+
+    return not ResumableJobMixin.__module__.startswith("airflow.providers.common.compat")
+
+
+def test_retry_reattaches_to_the_in_flight_run(run_dag: Any, emulator: Emulator) -> None:
+    emulator.queue_runs(RunScript(queued_for=0.1, run_for=2.0), RunScript(**QUICK))
+    emulator.add_fault(method="GET", path="/api/test-runs/*", times=1, status=401)  # first try dies waiting
+    dag_run = run_dag("e2e_operator_durable")
+    assert task_states(dag_run)["run_tests"] == "success"
+    if not _durable_supported():
+        pytest.skip("Airflow < 3.3 has no task_state_store: a retry triggers a new run")
+    assert emulator.count("PUT") == 1
+    summary = xcoms(dag_run, "run_tests")["return_value"]
+    assert summary["id"] == emulator.runs[0]["id"] and summary["outcome"] == "success"
+
+
+def test_retry_after_a_failed_run_triggers_a_fresh_one(run_dag: Any, emulator: Emulator) -> None:
+    emulator.queue_runs(RunScript(outcome="error", **QUICK), RunScript(**QUICK))
+    dag_run = run_dag("e2e_operator_durable")
+    assert task_states(dag_run)["run_tests"] == "success"
+    assert emulator.count("PUT") == 2
+    assert xcoms(dag_run, "run_tests")["return_value"]["id"] == emulator.runs[1]["id"]

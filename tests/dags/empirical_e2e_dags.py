@@ -92,3 +92,7 @@ with _dag("e2e_bad_input") as e2e_bad_input:
 
 with _dag("e2e_sensor_bad_id") as e2e_sensor_bad_id:
     EmpiricalTestRunSensor(task_id="wait_for_tests", test_run_id="{{ params.get('missing') }}", poke_interval=POLL)
+
+e2e_operator_durable = operator_waits(
+    "e2e_operator_durable", deferrable=False, retries=1, retry_delay=pendulum.duration(seconds=0)
+)
