@@ -96,3 +96,5 @@ with _dag("e2e_sensor_bad_id") as e2e_sensor_bad_id:
 e2e_operator_durable = operator_waits(
     "e2e_operator_durable", deferrable=False, retries=1, retry_delay=pendulum.duration(seconds=0)
 )
+
+e2e_secrets_sensor = sensor_waits("e2e_secrets_sensor", mode="poke", timeout=60)
