@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
+	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
 
 venv: $(STAMP)

@@ -246,3 +246,11 @@ def test_clear_text_or_odd_urls_are_refused(url: str) -> None:
 
 def test_rate_limit_error_is_transient_and_rejected() -> None:
     assert EmpiricalRateLimitError("x").transient and EmpiricalRateLimitError("x").rejected
+
+
+def test_trigger_auth_error_fails_at_once_without_a_run(hook: EmpiricalHook, emulator: Emulator) -> None:
+    emulator.add_fault(method="PUT", path="/api/test-runs", times=-1, status=401)
+    with pytest.raises(EmpiricalAuthError, match="check the API key") as info:
+        hook.trigger_test_run("production")
+    assert not info.value.may_have_created_run
+    assert emulator.count("PUT") == 1 and emulator.runs == []
