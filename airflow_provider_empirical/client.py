@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from airflow_provider_empirical import __version__
-from airflow_provider_empirical.get_provider_info import API_URL, DASHBOARD_URL
 from airflow_provider_empirical.errors import (
     EmpiricalAuthError,
     EmpiricalError,
@@ -34,6 +33,7 @@ from airflow_provider_empirical.errors import (
     EmpiricalTransportError,
     EmpiricalValidationError,
 )
+from airflow_provider_empirical.get_provider_info import API_URL, DASHBOARD_URL
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ def normalize_api_url(url: str | None, port: int | None = None) -> str:
         url = "https://" + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EmpiricalValidationError(
-            f"API URL {url!r} is not an http(s) URL with a host", field="host"
-        )
+        raise EmpiricalValidationError(f"API URL {url!r} is not an http(s) URL with a host", field="host")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise EmpiricalValidationError(
             f"API URL {url!r} uses plain http: the API key would travel in clear text. "
@@ -146,7 +144,7 @@ class RetryPolicy:
             return None  # the server may have acted: never send a second trigger
         if error.retry_after is not None:
             return min(max(error.retry_after, 0.0), _MAX_RETRY_AFTER)
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -350,9 +348,9 @@ class _Shared:
 
 # One connection pool per event loop and configuration, shared by every trigger that polls
 # with it: a triggerer may hold a thousand triggers on the same connection.
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[ApiConfig, RetryPolicy], _Shared]] = (
-    weakref.WeakKeyDictionary()
-)
+_shared: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[ApiConfig, RetryPolicy], _Shared]
+] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager

@@ -65,8 +65,11 @@ def _find_run(payload: Any) -> dict[str, Any]:
         for candidate in (data.get("test_run"), data, payload):
             if isinstance(candidate, dict) and "id" in candidate:
                 return candidate
-    raise ValueError(f"no test run in the response (top-level keys: {sorted(payload)[:10]})"
-                     if isinstance(payload, dict) else "the response is not a JSON object")
+    raise ValueError(
+        f"no test run in the response (top-level keys: {sorted(payload)[:10]})"
+        if isinstance(payload, dict)
+        else "the response is not a JSON object"
+    )
 
 
 def parse_test_run(payload: Any) -> TestRun:

@@ -63,7 +63,11 @@ class Waiter:
     """
 
     def __init__(
-        self, test_run_id: int, url: str | None, poll_interval: float, end_time: float,
+        self,
+        test_run_id: int,
+        url: str | None,
+        poll_interval: float,
+        end_time: float,
         log: logging.Logger | Any,
     ) -> None:
         self.test_run_id = test_run_id

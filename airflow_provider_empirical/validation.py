@@ -7,6 +7,7 @@ never echoes values that may be secret (override values, metadata values).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,10 +54,8 @@ def text(value: Any, field: str) -> str:
 def positive_number(value: Any, field: str) -> float:
     """Seconds: a number > 0 (poll intervals, timeouts)."""
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise _fail(field, f"must be a number of seconds > 0, got {value!r}"[:120])
     return float(value)

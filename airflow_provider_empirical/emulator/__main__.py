@@ -21,12 +21,19 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Start the emulator, announce its URL (and port file), serve until signalled."""
-    parser = argparse.ArgumentParser(prog="python -m airflow_provider_empirical.emulator",
-                                     description="Local emulator of the Empirical test-runs API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_empirical.emulator",
+        description="Local emulator of the Empirical test-runs API.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
-    parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
-                        help="accepted API key, bound to project 1; repeatable (default: emulator-key)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="accepted API key, bound to project 1; repeatable (default: emulator-key)",
+    )
     parser.add_argument("--port-file", help="write the bound port to this file once listening")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)

@@ -195,12 +195,13 @@ def authorize(emu: Emulator, headers: dict[str, str]) -> int | Response:
     return project_id
 
 
-def handle_api(emu: Emulator, method: str, path: str, query: dict[str, str], headers: dict[str, str],
-               raw: bytes) -> Response:
+def handle_api(
+    emu: Emulator, method: str, path: str, query: dict[str, str], headers: dict[str, str], raw: bytes
+) -> Response:
     """Route an /api/ request: 404 for unknown paths, 405 for other methods, then auth."""
     if path == RUNS_PATH:
         allowed: tuple[str, ...] = ("GET", "PUT")
-    elif path.startswith(RUNS_PATH + "/") and "/" not in path[len(RUNS_PATH) + 1:]:
+    elif path.startswith(RUNS_PATH + "/") and "/" not in path[len(RUNS_PATH) + 1 :]:
         allowed = ("GET",)
     else:
         return error(404, f"not found: {path}")
@@ -211,7 +212,7 @@ def handle_api(emu: Emulator, method: str, path: str, query: dict[str, str], hea
         return scope
     if path == RUNS_PATH:
         return trigger(emu, scope, raw) if method == "PUT" else list_runs(emu, scope, query)
-    run_id = path[len(RUNS_PATH) + 1:]
+    run_id = path[len(RUNS_PATH) + 1 :]
     is_id = re.fullmatch(r"[0-9]{1,18}", run_id) is not None
     run = emu._run_detail(scope, int(run_id)) if is_id else None
     if run is None:
@@ -234,10 +235,19 @@ def trigger(emu: Emulator, scope: int, raw: bytes) -> Response:
     result = emu._create_run(scope, body)
     if isinstance(result, Response):
         return result
-    return json_response({"data": {"trigger": {"success": True}, "test_run": {
-        "id": result["id"], "state": result["state"],
-        "test_run_branch": result["test_run_branch"], "created_at": result["created_at"],
-    }}})
+    return json_response(
+        {
+            "data": {
+                "trigger": {"success": True},
+                "test_run": {
+                    "id": result["id"],
+                    "state": result["state"],
+                    "test_run_branch": result["test_run_branch"],
+                    "created_at": result["created_at"],
+                },
+            }
+        }
+    )
 
 
 def _int_param(query: dict[str, str], name: str, low: int, high: int | None = None) -> int | None:
@@ -270,7 +280,10 @@ def _list_filters(query: dict[str, str]) -> dict[str, Any]:
         "per_page": _int_param(query, "per_page", 1, 100) or 20,
         "id": _int_param(query, "id", 1),
         "days": _int_param(query, "interval_in_days", 1),
-        "branch": query.get("branch"), "state": state, "result": result, "env_ids": env_ids,
+        "branch": query.get("branch"),
+        "state": state,
+        "result": result,
+        "env_ids": env_ids,
     }
 
 
@@ -281,7 +294,8 @@ def list_runs(emu: Emulator, scope: int, query: dict[str, str]) -> Response:
     except ValueError as exc:
         return error(400, str(exc))
     items = [
-        item for env_id, item in emu._list_items(scope, f["id"], f["days"])
+        item
+        for env_id, item in emu._list_items(scope, f["id"], f["days"])
         if (f["branch"] is None or item["test_run_branch"] == f["branch"])
         and (f["state"] is None or item["state"] == f["state"])
         and (f["env_ids"] is None or env_id in f["env_ids"])
@@ -289,11 +303,17 @@ def list_runs(emu: Emulator, scope: int, query: dict[str, str]) -> Response:
     ]
     page, per_page = f["page"], f["per_page"]
     start = (page - 1) * per_page
-    return json_response({
-        "data": {"project": emu._project(scope), "test_runs": {"items": items[start:start + per_page]}},
-        "pagination": {"page": page, "per_page": per_page, "total": len(items),
-                       "total_pages": math.ceil(len(items) / per_page)},
-    })
+    return json_response(
+        {
+            "data": {"project": emu._project(scope), "test_runs": {"items": items[start : start + per_page]}},
+            "pagination": {
+                "page": page,
+                "per_page": per_page,
+                "total": len(items),
+                "total_pages": math.ceil(len(items) / per_page),
+            },
+        }
+    )
 
 
 def _result(item: dict[str, Any]) -> str | None:
@@ -308,9 +328,16 @@ def _result(item: dict[str, Any]) -> str | None:
 
 def handle_control(emu: Emulator, method: str, path: str, raw: bytes, conn: socket.socket | None) -> Response:
     """Let other processes drive the emulator; bad input is a 400 with the reason."""
-    routes = {"/_emulator/health": "GET", "/_emulator/requests": "GET", "/_emulator/runs": "GET",
-              "/_emulator/reset": "POST", "/_emulator/runs/queue": "POST", "/_emulator/faults": "POST",
-              "/_emulator/default-script": "POST", "/_emulator/down": "POST"}
+    routes = {
+        "/_emulator/health": "GET",
+        "/_emulator/requests": "GET",
+        "/_emulator/runs": "GET",
+        "/_emulator/reset": "POST",
+        "/_emulator/runs/queue": "POST",
+        "/_emulator/faults": "POST",
+        "/_emulator/default-script": "POST",
+        "/_emulator/down": "POST",
+    }
     finish = re.fullmatch(r"/_emulator/runs/([0-9]{1,18})/finish", path)
     expected = "POST" if finish else routes.get(path)
     if expected is None:
@@ -353,9 +380,11 @@ def handle_control(emu: Emulator, method: str, path: str, raw: bytes, conn: sock
 
 # --- dashboard pages ------------------------------------------------------------------------------
 
-PAGE = ("<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
-        "body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style>"
-        "</head><body><h1>{title}</h1>{content}<p><small>Empirical emulator</small></p></body></html>")
+PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
+    "body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style>"
+    "</head><body><h1>{title}</h1>{content}<p><small>Empirical emulator</small></p></body></html>"
+)
 
 
 def _page(status: int, title: str, content: str) -> Response:
@@ -380,7 +409,9 @@ def handle_dashboard(emu: Emulator, method: str, path: str) -> Response:
         lines = "".join(
             f"<tr><td><a href='/test-runs/{r['id']}'>#{r['id']}</a></td><td>{html.escape(r['state'])}</td>"
             f"<td>{html.escape(r['environment_slug'])}</td><td>{html.escape(r['test_run_branch'])}</td>"
-            f"<td>{html.escape(r['created_at'])}</td></tr>" for r in reversed(runs))
+            f"<td>{html.escape(r['created_at'])}</td></tr>"
+            for r in reversed(runs)
+        )
         head = "<tr><th>Run</th><th>State</th><th>Environment</th><th>Branch</th><th>Created</th></tr>"
         return _page(200, "Test runs", f"<table>{head}{lines}</table>" if runs else "<p>No runs yet.</p>")
     run = next((r for r in runs if r["id"] == int(match.group(1))), None)
@@ -389,12 +420,17 @@ def handle_dashboard(emu: Emulator, method: str, path: str) -> Response:
     duration = "-" if run["duration"] is None else f"{run['duration'] / 1000:.1f} s"
     counts = ", ".join(f"{run[k + '_count']} {k}" for k in ("success", "failed", "skipped", "flaky"))
     rows: list[tuple[str, Any]] = [
-        ("State", run["state"]), ("Tests", f"{run['total_count']} total: {counts}"), ("Duration", duration),
+        ("State", run["state"]),
+        ("Tests", f"{run['total_count']} total: {counts}"),
+        ("Duration", duration),
         ("Environment", f"{run['environment_name']} ({run['environment_slug']})"),
-        ("Branch", run["test_run_branch"]), ("Commit", run["commit"] or "-"),
+        ("Branch", run["test_run_branch"]),
+        ("Commit", run["commit"] or "-"),
         ("Build", run["build_url"] or "-"),
-        ("Error code", run["error_code"] or "-"), ("Created", run["created_at"]),
-        ("Project", run["project"]["name"]), ("Tags", ", ".join(run["tags"]) or "-"),
+        ("Error code", run["error_code"] or "-"),
+        ("Created", run["created_at"]),
+        ("Project", run["project"]["name"]),
+        ("Tags", ", ".join(run["tags"]) or "-"),
     ]
     rows += [(f"metadata.{k}", v) for k, v in run["metadata"].items()]
     return _page(200, f"Test run #{run['id']}", _table(rows) + "<p><a href='/'>All runs</a></p>")

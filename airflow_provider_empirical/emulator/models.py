@@ -169,8 +169,14 @@ class Forced:
 class Run:
     """A triggered run: what was sent, its script and its creation time."""
 
-    def __init__(self, run_id: int, project_id: int, environment: dict[str, Any], script: RunScript,
-                 body: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        run_id: int,
+        project_id: int,
+        environment: dict[str, Any],
+        script: RunScript,
+        body: dict[str, Any],
+    ) -> None:
         self.id = run_id
         self.project_id = project_id
         self.environment = environment

@@ -30,8 +30,13 @@ MAX_RECORDED = 100_000  # bounds memory when polled for hours; oldest requests a
 class Emulator:
     """A local, scriptable stand-in for the Empirical test-runs API."""
 
-    def __init__(self, api_keys: Mapping[str, int] | None = None, host: str = "127.0.0.1", port: int = 0,
-                 verbose: bool = False) -> None:
+    def __init__(
+        self,
+        api_keys: Mapping[str, int] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        verbose: bool = False,
+    ) -> None:
         self.api_keys: dict[str, int] = dict(api_keys if api_keys is not None else {"emulator-key": 1})
         if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in self.api_keys.values()):
             raise ValueError("api_keys maps each key to a project id (an integer >= 1)")
@@ -88,8 +93,12 @@ class Emulator:
 
         server = EmulatorHTTPServer((self.host, self._port), self)
         self._port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name=f"empirical-emulator-{self._port}", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"empirical-emulator-{self._port}",
+            daemon=True,
+        ).start()
         self._server = server
 
     def stop(self) -> None:
@@ -144,8 +153,9 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # --- scripting ---------------------------------------------------------------------------------
@@ -178,19 +188,31 @@ class Emulator:
         with self._lock:
             self._env_scripts[environment] = script
 
-    def add_fault(self, method: str = "GET", path: str = "/api/test-runs/*", times: int = 1,
-                  status: int | None = 503, headers: dict[str, str] | None = None, body: Any = None,
-                  after_create: bool = False, delay: float = 0.0, malformed: bool = False,
-                  drop: bool = False, echo_auth: bool = False) -> Fault:
+    def add_fault(
+        self,
+        method: str = "GET",
+        path: str = "/api/test-runs/*",
+        times: int = 1,
+        status: int | None = 503,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        after_create: bool = False,
+        delay: float = 0.0,
+        malformed: bool = False,
+        drop: bool = False,
+        echo_auth: bool = False,
+    ) -> Fault:
         """Inject a misbehaviour; pass status=None for a pure delay. See Fault."""
-        fault = Fault(method, path, times, status, headers, body, after_create, delay, malformed, drop,
-                      echo_auth)
+        fault = Fault(
+            method, path, times, status, headers, body, after_create, delay, malformed, drop, echo_auth
+        )
         with self._lock:
             self._faults.append(fault)
         return fault
 
-    def finish_run(self, run_id: int, state: str = "cancelled",
-                   error_code: str | None = None) -> dict[str, Any]:
+    def finish_run(
+        self, run_id: int, state: str = "cancelled", error_code: str | None = None
+    ) -> dict[str, Any]:
         """Force a run into a state now (KeyError if unknown); returns the run as the API shows it."""
         with self._lock:
             run = self._runs[run_id]
@@ -208,8 +230,11 @@ class Emulator:
     def count(self, method: str | None = None, path_prefix: str = "") -> int:
         """How many recorded API requests match a method (None = any) and path prefix."""
         with self._lock:
-            return sum(1 for r in self._requests
-                       if (method is None or r.method == method.upper()) and r.path.startswith(path_prefix))
+            return sum(
+                1
+                for r in self._requests
+                if (method is None or r.method == method.upper()) and r.path.startswith(path_prefix)
+            )
 
     @property
     def runs(self) -> list[dict[str, Any]]:
@@ -226,8 +251,9 @@ class Emulator:
 
     # --- used by the request handlers --------------------------------------------------------------
 
-    def _record(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
-                raw: bytes) -> None:
+    def _record(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], raw: bytes
+    ) -> None:
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -276,12 +302,17 @@ class Emulator:
                 return None
             return run.detail(time.monotonic(), self._projects[project_id])
 
-    def _list_items(self, project_id: int, run_id: int | None,
-                    days: int | None) -> list[tuple[int, dict[str, Any]]]:
+    def _list_items(
+        self, project_id: int, run_id: int | None, days: int | None
+    ) -> list[tuple[int, dict[str, Any]]]:
         """(environment id, list item) of a project's runs, newest first."""
         now, wall = time.monotonic(), time.time()
         with self._lock:
-            runs = [r for r in self._runs.values() if r.project_id == project_id
-                    and (run_id is None or r.id == run_id)
-                    and (days is None or r.created_wall >= wall - days * 86400)]
+            runs = [
+                r
+                for r in self._runs.values()
+                if r.project_id == project_id
+                and (run_id is None or r.id == run_id)
+                and (days is None or r.created_wall >= wall - days * 86400)
+            ]
             return [(r.environment["id"], r.item(now)) for r in reversed(runs)]

@@ -45,6 +45,7 @@ def config_from_connection(
             f"Connection {conn_id!r} has no API key: set its password (labelled 'API key' in the UI)",
             field="password",
         )
+
     def option(name: str, check: Any) -> Any:
         value = extra.get(name)
         if value in (None, ""):
@@ -317,4 +318,3 @@ def _parse_run(call: Call, payload: Any) -> TestRun:
             status=200,
             endpoint=call.endpoint,
         ) from None
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf
 
@@ -72,7 +72,7 @@ class EmpiricalTriggerTestRunOperator(ResumableJobMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = TRIGGER_FIELDS
-    template_fields_renderers = {
+    template_fields_renderers: ClassVar[dict[str, str]] = {
         "build": "json",
         "metadata": "json",
         "environment_variables_overrides": "json",
@@ -167,7 +167,10 @@ class EmpiricalTriggerTestRunOperator(ResumableJobMixin, BaseOperator):
         self._publish(context, run["id"])
         self.log.info(
             "Triggered Empirical test run %s on %r (state %s): %s",
-            run["id"], body["environment"], run.get("state"), self.hook.test_run_url(run["id"]),
+            run["id"],
+            body["environment"],
+            run.get("state"),
+            self.hook.test_run_url(run["id"]),
         )
         return int(run["id"])
 
@@ -198,7 +201,8 @@ class EmpiricalTriggerTestRunOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return status == "success" or (status == "failed" and not self.fail_on_test_failure)
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+    # Typed None in the mixin, but its reconnect path returns what this returns: the summary.
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:  # type: ignore[override]
         from airflow_provider_empirical.outcome import resolve
 
         self._publish(context, external_id)
@@ -259,5 +263,6 @@ class EmpiricalTriggerTestRunOperator(ResumableJobMixin, BaseOperator):
             self.log.warning(
                 "Task killed. Empirical has no documented cancel endpoint: test run %s keeps going. "
                 "Cancel it by hand if needed: %s",
-                self.test_run_id, self.hook.test_run_url(self.test_run_id),
+                self.test_run_id,
+                self.hook.test_run_url(self.test_run_id),
             )

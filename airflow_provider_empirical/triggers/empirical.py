@@ -32,7 +32,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         empirical_conn_id: str = EmpiricalHook.default_conn_name,
         poll_interval: float = 30.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.test_run_id = int(test_run_id)
         self.end_time = float(end_time)
         self.empirical_conn_id = empirical_conn_id
@@ -57,7 +57,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
             )
         finally:
             await hook.aclose()
-        yield TriggerEvent(dict(event))
+        yield TriggerEvent(dict(event))  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         return (
