@@ -5,7 +5,7 @@ AIRFLOW_VERSION ?= 3.3.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: venv demo test test-matrix bench lint clean
+.PHONY: venv demo test test-matrix bench lint package clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: venv
 	$(BIN)/ruff check airflow_provider_empirical
 	$(BIN)/ruff format --check airflow_provider_empirical
 	$(BIN)/mypy airflow_provider_empirical
+
+## Wheel + sdist, twine check, install into a fresh venv with only Airflow.
+package: venv
+	bash scripts/check-package.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
