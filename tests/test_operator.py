@@ -1,0 +1,44 @@
+"""The operator's contract without a DAG run: templated fields, validation before any request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_empirical.emulator import Emulator
+from airflow_provider_empirical.errors import EmpiricalValidationError
+from airflow_provider_empirical.operators.empirical import TRIGGER_FIELDS, EmpiricalTriggerTestRunOperator
+from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
+from tests.test_validation import BAD_TRIGGERS
+
+
+def test_every_api_field_is_a_template_field_assigned_verbatim() -> None:
+    raw = {name: "{{ params.x }}" for name in TRIGGER_FIELDS}
+    op = EmpiricalTriggerTestRunOperator(task_id="t", **raw)
+    assert set(op.template_fields) == set(TRIGGER_FIELDS)
+    assert all(getattr(op, name) == "{{ params.x }}" for name in TRIGGER_FIELDS)
+    assert EmpiricalTestRunSensor.template_fields == ("test_run_id",)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), BAD_TRIGGERS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_TRIGGERS)])
+def test_operator_rejects_bad_input_before_any_request(empirical_conn: Emulator, kwargs: dict[str, Any], field: str) -> None:
+    op = EmpiricalTriggerTestRunOperator(task_id="t", **{"environment": "production", **kwargs})
+    with pytest.raises(EmpiricalValidationError) as info:
+        op.execute({})
+    assert info.value.field == field
+    assert empirical_conn.count() == 0
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"poll_interval": -1}, "poll_interval"), ({"timeout": 0}, "timeout"), ({"poll_interval": "soon"}, "poll_interval")])
+def test_bad_wait_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(EmpiricalValidationError, match=f"`{field}`"):
+        EmpiricalTriggerTestRunOperator(task_id="t", environment="production", **kwargs)
+
+
+@pytest.mark.parametrize("bad_id", ["None", "abc", "", "0", "-3", 1.5, True, None])
+def test_sensor_rejects_bad_run_ids_before_any_request(empirical_conn: Emulator, bad_id: Any) -> None:
+    sensor = EmpiricalTestRunSensor(task_id="s", test_run_id=bad_id)
+    with pytest.raises(EmpiricalValidationError, match="`test_run_id`"):
+        sensor.poke({})
+    assert empirical_conn.count() == 0
