@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +42,24 @@ from airflow_provider_empirical.emulator import Emulator  # noqa: E402
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+_E2E_SECONDS: list[float] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    if item.get_closest_marker("e2e"):
+        _E2E_SECONDS.append(time.monotonic() - started)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _E2E_SECONDS:
+        terminalreporter.write_line(
+            f"end-to-end DAG-run tests: {len(_E2E_SECONDS)} in {sum(_E2E_SECONDS):.1f} s wall time"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,10 +21,9 @@ QUICK = {"queued_for": 0.1, "run_for": 0.5}
 
 
 @pytest.fixture(scope="module")
-def dagbag() -> Iterator[Any]:
+def dagbag() -> Any:
     from airflow.utils import db
 
-    started = time.monotonic()
     db.initdb()
     try:
         from airflow.dag_processing.dagbag import DagBag
@@ -33,8 +31,7 @@ def dagbag() -> Iterator[Any]:
         from airflow.models.dagbag import DagBag
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     assert bag.import_errors == {}
-    yield bag
-    print(f"\n[e2e] module wall time {time.monotonic() - started:.1f} s")
+    return bag
 
 
 @pytest.fixture
