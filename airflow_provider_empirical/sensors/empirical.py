@@ -66,12 +66,12 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         return EmpiricalHook(self.empirical_conn_id)
 
     @cached_property
-    def run_id(self) -> int:
+    def parsed_test_run_id(self) -> int:
         """The rendered `test_run_id` as an integer, or a clear error before any request."""
         return positive_int(self.test_run_id, "test_run_id")
 
     def execute(self, context: Context) -> Any:
-        context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=self.hook.test_run_url(self.run_id))
+        context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=self.hook.test_run_url(self.parsed_test_run_id))
         if not self.deferrable:
             return super().execute(context)
         result = self.poke(context)  # no deferral for a run that is already done
@@ -81,7 +81,7 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
 
         self.defer(
             trigger=EmpiricalTestRunTrigger(
-                test_run_id=self.run_id,
+                test_run_id=self.parsed_test_run_id,
                 end_time=time.time() + float(self.timeout),
                 empirical_conn_id=self.empirical_conn_id,
                 poll_interval=float(self.poke_interval),
@@ -94,13 +94,15 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         from airflow_provider_empirical.models import describe, is_terminal
         from airflow_provider_empirical.outcome import finished_event, resolve
 
-        url = self.hook.test_run_url(self.run_id)
+        url = self.hook.test_run_url(self.parsed_test_run_id)
         try:
-            run = self.hook.get_test_run(self.run_id)
+            run = self.hook.get_test_run(self.parsed_test_run_id)
         except EmpiricalError as exc:
             if not exc.transient:
                 raise
-            self.log.warning("Still waiting for Empirical test run %s: %s", self.run_id, exc.message)
+            self.log.warning(
+                "Still waiting for Empirical test run %s: %s", self.parsed_test_run_id, exc.message
+            )
             return False
         if not is_terminal(run):
             self.log.info("%s", describe(run, url))
