@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 TEST_RUNS_PATH = "/api/test-runs"
 DEFAULT_TIMEOUT = 30.0
 _MAX_RETRY_AFTER = 300.0
+# Requests in flight per async pool. More would only queue inside httpcore, whose queue is
+# rescanned on every request start and finish: quadratic with a thousand waiting triggers.
+ASYNC_CONCURRENCY = 16
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -318,7 +321,9 @@ class AsyncEmpiricalClient(_ClientBase):
 
     def __init__(self, config: ApiConfig, retry: RetryPolicy | None = None, **httpx_kwargs: Any) -> None:
         super().__init__(config, retry)
-        self._http = httpx.AsyncClient(**self._client_kwargs(), **httpx_kwargs)
+        limits = httpx.Limits(max_connections=ASYNC_CONCURRENCY, max_keepalive_connections=ASYNC_CONCURRENCY)
+        self._http = httpx.AsyncClient(**self._client_kwargs(), limits=limits, **httpx_kwargs)
+        self._gate = asyncio.Semaphore(ASYNC_CONCURRENCY)
 
     async def request(self, call: Call) -> Any:
         attempt = 0
@@ -326,9 +331,10 @@ class AsyncEmpiricalClient(_ClientBase):
             attempt += 1
             try:
                 try:
-                    response = await self._http.request(
-                        call.method, call.path, params=call.params, json=call.body
-                    )
+                    async with self._gate:
+                        response = await self._http.request(
+                            call.method, call.path, params=call.params, json=call.body
+                        )
                 except httpx.TransportError as exc:
                     raise transport_error(call, exc, self.config) from None
                 return parse_response(call, response, self.config)

@@ -84,10 +84,11 @@ class Waiter:
                 return error_event(self.test_run_id, self.url, result)
             self.log.warning("Still waiting for Empirical test run %s: %s", self.test_run_id, result.message)
         else:
-            self.last = result
             if is_terminal(result):
                 return finished_event(result, self.url)
-            self.log.info("%s", describe(result, self.url))
+            if self.last is None or self.last["state"] != result["state"]:  # not a line per poll
+                self.log.info("%s", describe(result, self.url))
+            self.last = result
         remaining = self.end_time - time.time()
         if remaining <= 0:
             state = self.last["state"] if self.last else "unknown"

@@ -653,3 +653,24 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serves_https_with_a_given_certificate(tmp_path: Path) -> None:
+    """The real API is https-only; the emulator can be too (the triggerer benchmark uses it)."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    with Emulator(api_keys={"tls-key-123": 1}, tls=(str(cert), str(key))) as emu:
+        assert emu.url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(verify=context) as client:
+            response = client.get(emu.url + "/api/test-runs", headers={"Authorization": "Bearer tls-key-123"})
+        assert response.status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(emu.url + "/api/test-runs")  # not trusted without the certificate

@@ -36,10 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port-file", help="write the bound port to this file once listening")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument("--tls-cert", help="serve https with this certificate (PEM); needs --tls-key")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
 
     keys = {key: 1 for key in (args.api_keys or ["emulator-key"])}
-    emulator = Emulator(api_keys=keys, host=args.host, port=args.port, verbose=args.verbose)
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    emulator = Emulator(api_keys=keys, host=args.host, port=args.port, verbose=args.verbose, tls=tls)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

@@ -36,12 +36,14 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.api_keys: dict[str, int] = dict(api_keys if api_keys is not None else {"emulator-key": 1})
         if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in self.api_keys.values()):
             raise ValueError("api_keys maps each key to a project id (an integer >= 1)")
         self.host = host
         self.verbose = verbose
+        self.tls = tls  # (certificate file, key file): serve https, as the real API does
         self._port = port
         self._projects = {pid: self._make_project(pid) for pid in {1, *self.api_keys.values()}}
         self._lock = threading.Lock()  # guards every field below
@@ -73,7 +75,7 @@ class Emulator:
     @property
     def url(self) -> str:
         """Base URL to give clients, e.g. http://127.0.0.1:8123."""
-        return f"http://{self.host}:{self._port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self._port}"
 
     @property
     def running(self) -> bool:
@@ -93,6 +95,15 @@ class Emulator:
 
         server = EmulatorHTTPServer((self.host, self._port), self)
         self._port = server.server_address[1]
+        if self.tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            # the handshake happens on first read, in the connection's own thread
+            server.socket = context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
