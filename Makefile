@@ -23,6 +23,16 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
+## Performance figures, side by side with the dbt Cloud provider (not part of make test).
+bench: venv
+	test -f $(VENV)/.installed-bench || $(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" "apache-airflow-providers-dbt-cloud>=4.11"
+	touch $(VENV)/.installed-bench
+	$(BIN)/python bench/run_all.py
+
+## Unit and end-to-end suites on Airflow 2.11, 3.1 and 3.3.
+test-matrix: venv
+	bash scripts/test-matrix.sh
+
 lint: venv
 	$(BIN)/ruff check airflow_provider_empirical
 	$(BIN)/ruff format --check airflow_provider_empirical

@@ -42,3 +42,14 @@ def test_sensor_rejects_bad_run_ids_before_any_request(empirical_conn: Emulator,
     with pytest.raises(EmpiricalValidationError, match="`test_run_id`"):
         sensor.poke({})
     assert empirical_conn.count() == 0
+
+
+def test_on_kill_says_which_run_keeps_going(empirical_conn: Emulator, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production")
+    op.on_kill()  # nothing triggered yet: nothing to say
+    op.test_run_id = 41
+    op.on_kill()
+    out, err = capfd.readouterr()
+    said = out + err + caplog.text
+    assert "test run 41 keeps going" in said and f"{empirical_conn.url}/test-runs/41" in said
+    assert said.count("keeps going") == 1
