@@ -27,7 +27,13 @@ def xcoms(dag_run: Any, task_id: str) -> dict[str, Any]:
             .filter(model.dag_id == dag_run.dag_id, model.run_id == dag_run.run_id, model.task_id == task_id)
             .all()
         )
-        return {row.key: model.deserialize_value(row) for row in rows}
+        return {row.key: _xcom_value(model, row) for row in rows}
+
+
+def _xcom_value(model: Any, row: Any) -> Any:
+    if hasattr(model, "init_on_load"):  # Airflow 2: rows are deserialized as they load
+        return row.value
+    return model.deserialize_value(row)
 
 
 def task_states(dag_run: Any) -> dict[str, str]:

@@ -7,6 +7,8 @@ Airflow's start-up cost is paid once for the module (first `dag.test()` ~10 s).
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
 from typing import Any
 
@@ -37,9 +39,22 @@ def dagbag() -> Any:
 @pytest.fixture
 def run_dag(dagbag: Any, empirical_conn: Emulator) -> Any:
     def run(dag_id: str, conf: dict[str, Any] | None = None) -> Any:
+        _task_console_to_current_stdout()
         return dagbag.get_dag(dag_id).test(run_conf=conf)
 
     return run
+
+
+def _task_console_to_current_stdout() -> None:
+    """Airflow 2's dag.test() adds one StreamHandler(sys.stdout) to the task logger per process,
+    bound to the stdout of the first test that ran a DAG: point it at this test's stdout so that
+    capsys/capfd see the task logs (Airflow 3 prints to the current stdout anyway)."""
+    for handler in logging.getLogger("airflow.task").handlers:
+        if type(handler) is logging.StreamHandler:
+            try:
+                handler.setStream(sys.stdout)
+            except ValueError:  # the old stream (an earlier test's capture) is closed
+                handler.stream = sys.stdout
 
 
 WAITS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -86,7 +87,18 @@ def test_airflow_providers_manager_sees_our_connection_form() -> None:
 
     manager = ProvidersManager()
     assert "airflow-provider-empirical" in manager.providers
-    assert manager.hooks["empirical"].hook_class_name.endswith("EmpiricalHook")
+    try:  # 3.3+: hooks come from the task SDK's manager (ProvidersManager.hooks warns there)
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hooks = ProvidersManagerTaskRuntime().hooks
+    except ImportError:
+        hooks = manager.hooks
+    assert hooks["empirical"].hook_class_name.endswith("EmpiricalHook")
+    airflow_version = tuple(int(part) for part in metadata.version("apache-airflow").split(".")[:2])
+    if airflow_version < (3, 2) and importlib.util.find_spec("wtforms") is None:
+        # Below 3.2 the manager builds hook-method forms with wtforms, which only the FAB provider
+        # brings; the 3.0/3.1 UI mocks it instead (checked through HookMetaService in test_airflow_cli).
+        pytest.skip("Airflow < 3.2 without wtforms: ProvidersManager sees no hook-method form")
     behaviour = manager.field_behaviours["empirical"]
     assert behaviour["relabeling"]["password"] == "API key"
     widgets = manager.connection_form_widgets

@@ -24,12 +24,19 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        int(metadata.version("apache-airflow").split(".")[0]) < 3,
+        reason="the Airflow 3 UI (airflow api-server); Airflow 2 has the Flask webserver instead",
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
