@@ -106,16 +106,21 @@ class EmpiricalHook(BaseHook):
         widgets: dict[str, Any] = {}
         for name, spec in CONN_FIELDS.items():
             types = spec["schema"]["type"]
+            default = spec["schema"].get("default")  # e.g. timeout 30, prefilled as on 3.2+
             if "string" in types:
                 widgets[name] = StringField(
-                    lazy_gettext(spec["label"]), widget=BS3TextFieldWidget(), description=spec["description"]
+                    lazy_gettext(spec["label"]),
+                    widget=BS3TextFieldWidget(),
+                    description=spec["description"],
+                    default=default,
                 )
-            else:
+            else:  # IntegerField even for "number": Airflow < 3.2 accepts no FloatField in hook forms
                 widgets[name] = IntegerField(
                     lazy_gettext(spec["label"]),
                     widget=BS3TextFieldWidget(),
                     validators=[Optional(), NumberRange(min=spec["schema"]["minimum"])],
                     description=spec["description"],
+                    default=default,
                 )
         return widgets
 

@@ -136,11 +136,15 @@ class EmpiricalTriggerTestRunOperator(ResumableJobMixin, BaseOperator):
         return EmpiricalHook(self.empirical_conn_id)
 
     def execute(self, context: Context) -> Any:
-        if not self.wait_for_completion:
-            return self.submit_job(context)
-        if self.deferrable:
-            return self._submit_and_defer(context)
-        return self.execute_resumable(context)
+        try:
+            if not self.wait_for_completion:
+                return self.submit_job(context)
+            if self.deferrable:
+                return self._submit_and_defer(context)
+            return self.execute_resumable(context)
+        finally:
+            if "hook" in self.__dict__:  # release the pooled connection; the hook reopens if used again
+                self.hook.close()
 
     # -- trigger --
 

@@ -71,6 +71,13 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         return positive_int(self.test_run_id, "test_run_id")
 
     def execute(self, context: Context) -> Any:
+        try:
+            return self._execute(context)
+        finally:
+            if "hook" in self.__dict__:  # release the pooled connection
+                self.hook.close()
+
+    def _execute(self, context: Context) -> Any:
         context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=self.hook.test_run_url(self.parsed_test_run_id))
         if not self.deferrable:
             return super().execute(context)
