@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf
 
 from airflow_provider_empirical.links import TEST_RUN_ID_KEY, TEST_RUN_URL_KEY, EmpiricalTestRunLink
-from airflow_provider_empirical.validation import positive_number
+from airflow_provider_empirical.validation import positive_number, trigger_body
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -150,8 +150,6 @@ class EmpiricalTriggerTestRunOperator(ResumableJobMixin, BaseOperator):
 
     def trigger_body(self, context: Context) -> dict[str, Any]:
         """The validated request body, with the Airflow run's coordinates in `metadata`."""
-        from airflow_provider_empirical.validation import trigger_body
-
         body = trigger_body(**{name: getattr(self, name) for name in TRIGGER_FIELDS})
         if self.include_airflow_metadata:
             ti = context["ti"]
