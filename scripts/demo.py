@@ -72,22 +72,14 @@ def run_dag(home: Path) -> int:
     import contextlib
     import logging
 
+    sys.path.insert(0, str(ROOT))
+    from tests.airflow_helpers import load_dags, task_states, xcoms
+
     log_file = home / "airflow-demo.log"
     started = time.monotonic()
     with open(log_file, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         logging.basicConfig(stream=log, force=True)
-        from airflow.utils import db
-
-        db.initdb()
-        try:
-            from airflow.dag_processing.dagbag import DagBag
-        except ImportError:  # Airflow 2
-            from airflow.models.dagbag import DagBag
-        bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-        dag_run = bag.get_dag(DAG_ID).test()
-
-    sys.path.insert(0, str(ROOT))
-    from tests.airflow_helpers import task_states, xcoms
+        dag_run = load_dags(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(DAG_ID).test()
 
     states = task_states(dag_run)
     summary = xcoms(dag_run, "wait_for_tests").get("return_value") or {}

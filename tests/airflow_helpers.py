@@ -7,6 +7,18 @@ from typing import Any
 from airflow.utils.session import create_session
 
 
+def load_dags(folder: str) -> Any:
+    """A DagBag of `folder` on a migrated metadata database (Airflow 2.11 and 3.x)."""
+    from airflow.utils import db
+
+    db.initdb()
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag
+    return DagBag(dag_folder=folder)
+
+
 def _xcom_model() -> Any:
     try:
         from airflow.models.xcom import XComModel

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_empirical.emulator import Emulator, RunScript
-from tests.airflow_helpers import rendered_fields, task_states, xcoms
+from tests.airflow_helpers import load_dags, rendered_fields, task_states, xcoms
 from tests.conftest import DAGS_FOLDER
 
 pytestmark = pytest.mark.e2e
@@ -24,14 +24,7 @@ QUICK = {"queued_for": 0.1, "run_for": 0.5}
 
 @pytest.fixture(scope="module")
 def dagbag() -> Any:
-    from airflow.utils import db
-
-    db.initdb()
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 2
-        from airflow.models.dagbag import DagBag
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = load_dags(str(DAGS_FOLDER))
     assert bag.import_errors == {}
     return bag
 
@@ -179,13 +172,9 @@ EXAMPLES = ["empirical_nightly_regression", "empirical_post_deploy_smoke", "empi
 
 
 def test_examples_parse_with_docs_and_no_api_calls(dagbag: Any, empirical_conn: Emulator) -> None:
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 2
-        from airflow.models.dagbag import DagBag
     from tests.conftest import ROOT
 
-    bag = DagBag(dag_folder=str(ROOT / "example_dags"))
+    bag = load_dags(str(ROOT / "example_dags"))
     assert bag.import_errors == {}
     assert sorted(bag.dag_ids) == sorted(EXAMPLES)
     for dag_id in EXAMPLES:
