@@ -49,8 +49,10 @@ def _xcom_value(model: Any, row: Any) -> Any:
 
 
 def task_states(dag_run: Any) -> dict[str, str]:
+    """Task id -> state, in the order the tasks started."""
     with create_session() as session:
-        return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances(session=session)}
+        tis = sorted(dag_run.get_task_instances(session=session), key=lambda ti: str(ti.start_date or "~"))
+        return {ti.task_id: str(ti.state) for ti in tis}
 
 
 def task_instance(dag_run: Any, task_id: str) -> Any:
