@@ -29,18 +29,22 @@ class WaitEvent(TypedDict):
     message: str
 
 
+def status_of(run: TestRun) -> Status:
+    """How a run in a terminal state ended."""
+    if passed(run):
+        return "success"
+    if run["state"] == "ended":
+        return "failed"
+    if run["state"] == "cancelled":
+        return "cancelled"
+    return "error"
+
+
 def finished_event(run: TestRun, url: str | None) -> WaitEvent:
     """The event for a run in a terminal state."""
-    status: Status
-    if passed(run):
-        status = "success"
-    elif run["state"] == "ended":
-        status = "failed"
-    elif run["state"] == "cancelled":
-        status = "cancelled"
-    else:
-        status = "error"
-    return WaitEvent(status=status, test_run_id=run["id"], test_run=run, url=url, message=describe(run, url))
+    return WaitEvent(
+        status=status_of(run), test_run_id=run["id"], test_run=run, url=url, message=describe(run, url)
+    )
 
 
 def error_event(test_run_id: int, url: str | None, error: BaseException) -> WaitEvent:

@@ -190,10 +190,10 @@ class EmpiricalTriggerTestRunOperator(ResumableJobMixin, BaseOperator):
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         from airflow_provider_empirical.models import is_terminal
-        from airflow_provider_empirical.outcome import finished_event
+        from airflow_provider_empirical.outcome import status_of
 
         run = self._last_run = self.hook.get_test_run(external_id)
-        return finished_event(run, None)["status"] if is_terminal(run) else run["state"]
+        return status_of(run) if is_terminal(run) else run["state"]
 
     def is_job_active(self, status: str) -> bool:
         from airflow_provider_empirical.outcome import STATUSES
