@@ -8,7 +8,7 @@ a duplicate test run is worse than a failed task.
 
 from __future__ import annotations
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class EmpiricalError(AirflowException):
@@ -16,6 +16,7 @@ class EmpiricalError(AirflowException):
 
     transient = False
     rejected = False
+    contract = False  # a 2xx answer that does not match the API contract
 
     def __init__(
         self,
@@ -66,22 +67,44 @@ class EmpiricalServerError(EmpiricalError):
         return self.status == 503
 
 
+class EmpiricalContractError(EmpiricalError):
+    """A 2xx answer this provider cannot understand: not JSON, or no run where one must be.
+
+    Not retried by the HTTP layer: a wait tolerates a couple in a row (a truncated body can
+    be a blip) and then ends, naming what it saw, instead of polling until its timeout.
+    """
+
+    contract = True
+
+
 class EmpiricalTransportError(EmpiricalError):
     """No HTTP answer: connection refused, timeout, connection dropped.
 
     `sent` is False when the failure happened before the request could reach the server
-    (connect errors and timeouts), which makes even a PUT safe to retry.
+    (connect errors and timeouts), which makes even a PUT safe to retry. `permanent` marks
+    failures that retrying will not fix (a certificate that does not verify, a host name
+    that does not resolve): a wait ends after a few of them in a row.
     """
 
     transient = True
 
-    def __init__(self, message: str, *, sent: bool, **kwargs: object) -> None:
+    def __init__(self, message: str, *, sent: bool, permanent: bool = False, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.sent = sent
+        self.permanent = permanent
 
     @property
     def rejected(self) -> bool:  # type: ignore[override]
         return not self.sent
+
+
+class EmpiricalTriggerUncertainError(EmpiricalError, AirflowFailException):
+    """A trigger (or re-run) request may have created a run, but no answer says which.
+
+    An `AirflowFailException`: the task fails without Airflow's own retries, because a retry
+    would send the request again and Empirical has no idempotency key (two runs, and the
+    second one could pass while the first fails unseen).
+    """
 
 
 class EmpiricalTestRunFailed(EmpiricalError):
