@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from airflow_provider_empirical.client import ApiConfig, RetryPolicy, normalize_api_url
+from airflow_provider_empirical.client import RetryPolicy
+from airflow_provider_empirical.config import ApiConfig, normalize_api_url
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from airflow_provider_empirical.errors import (
     EmpiricalAuthError,

@@ -17,16 +17,14 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_empirical.client import (
-    DEFAULT_TIMEOUT,
     TEST_RUNS_PATH,
-    ApiConfig,
     AsyncEmpiricalClient,
     Call,
     EmpiricalClient,
     RetryPolicy,
-    normalize_api_url,
     shared_async_client,
 )
+from airflow_provider_empirical.config import DEFAULT_TIMEOUT, ApiConfig, normalize_api_url
 from airflow_provider_empirical.errors import EmpiricalError, EmpiricalServerError, EmpiricalValidationError
 from airflow_provider_empirical.get_provider_info import CONN_FIELDS, DASHBOARD_URL, UI_FIELD_BEHAVIOUR
 from airflow_provider_empirical.models import TestRun, parse_test_run
