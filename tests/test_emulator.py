@@ -453,6 +453,86 @@ def test_fault_echo_auth_leaks_the_header(emu: Emulator, client: httpx.Client) -
     assert response.status_code == 500 and f"Bearer {KEY}" in response.text
 
 
+def test_fault_echo_auth_honours_a_given_status(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(method="GET", path="/api/test-runs", echo_auth=True, status=200)
+    response = client.get("/api/test-runs")
+    assert response.status_code == 200 and f"Bearer {KEY}" in response.text
+    assert "data" not in response.json()  # a success with no run in it
+    assert emu.add_fault(echo_auth=True).status == 500 and emu.add_fault().status == 503
+
+
+def test_fault_drip_sends_a_complete_body_slowly(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(FAST)
+    put(client)
+    expected = client.get("/api/test-runs/1").content
+    emu.add_fault(method="GET", path="/api/test-runs/1", status=None, drip=len(expected) / 0.4)
+    started = time.monotonic()
+    response = client.get("/api/test-runs/1", timeout=0.3)  # each read is quick: no read timeout
+    assert 0.3 <= time.monotonic() - started < 2
+    assert response.status_code == 200 and response.content == expected
+    assert response.headers["content-length"] == str(len(expected))
+    emu.add_fault(method="GET", path="/api/test-runs", status=503, body={"error": "slow"}, drip=60)
+    started = time.monotonic()
+    assert client.get("/api/test-runs").json() == {"error": "slow"}
+    assert time.monotonic() - started >= 0.2
+    with pytest.raises(ValueError):
+        emu.add_fault(drip=0)
+
+
+def test_fault_drip_at_one_byte_per_second_is_noticed_by_a_total_deadline(emu: Emulator) -> None:
+    import http.client
+
+    emu.add_fault(method="GET", path="/api/test-runs", status=None, drip=1)
+    connection = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=1.5)
+    try:
+        connection.request("GET", "/api/test-runs", headers=AUTH)
+        response = connection.getresponse()  # headers come at once
+        assert response.status == 200 and int(response.headers["Content-Length"]) > 50
+        started = time.monotonic()
+        assert len(response.read(2)) == 2
+        assert 0.8 <= time.monotonic() - started < 1.5  # one byte each second
+    finally:
+        connection.close()
+
+
+def test_response_delay_slows_every_api_answer(emu: Emulator, client: httpx.Client) -> None:
+    emu.set_response_delay(0.2)
+    assert emu.response_delay == 0.2
+    for call in (lambda: client.get("/api/test-runs"), lambda: put(client)):
+        started = time.monotonic()
+        assert call().status_code == 200
+        assert time.monotonic() - started >= 0.2
+    emu.add_fault(method="GET", path="/api/test-runs", status=503)
+    started = time.monotonic()
+    assert client.get("/api/test-runs").status_code == 503
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    assert client.get("/_emulator/health").status_code == 200
+    assert time.monotonic() - started < 0.2  # control routes are not slowed
+    with pytest.raises(ValueError):
+        emu.set_response_delay(-1)
+    emu.reset()
+    assert emu.response_delay == 0.0
+    with Emulator(api_keys={KEY: 1}, response_delay=0.1) as slow:
+        slow.set_response_delay(0)
+        slow.reset()
+        assert slow.response_delay == 0.1
+
+
+def test_control_api_response_delay(emu: Emulator, client: httpx.Client) -> None:
+    with new_client(emu.url, None) as control:
+        answer = control.post("/_emulator/response-delay", json={"seconds": 0.15})
+        assert answer.json() == {"ok": True, "seconds": 0.15}
+        started = time.monotonic()
+        client.get("/api/test-runs")
+        assert time.monotonic() - started >= 0.15
+        assert control.post("/_emulator/response-delay", json={"seconds": -1}).status_code == 400
+        assert control.post("/_emulator/response-delay", json={"seconds": "1"}).status_code == 400
+        assert control.post("/_emulator/response-delay", json={}).status_code == 400
+        assert control.post("/_emulator/response-delay", json={"seconds": 0}).status_code == 200
+        assert emu.response_delay == 0
+
+
 def test_fault_redirect(emu: Emulator, client: httpx.Client) -> None:
     target = f"{emu.url}/api/test-runs?page=1"
     emu.add_fault(method="GET", path="/api/test-runs", status=307, headers={"Location": target})
@@ -630,7 +710,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     process = subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_empirical.emulator", "--port", "0", "--api-key", "cli-key",
-         "--port-file", str(port_file)],
+         "--port-file", str(port_file), "--response-delay", "0.1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -641,7 +721,9 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         port = int(port_file.read_text())
         base = f"http://127.0.0.1:{port}"
         with new_client(base, "cli-key", timeout=2) as client:
+            started = time.monotonic()
             assert put(client).status_code == 200
+            assert time.monotonic() - started >= 0.1
             assert client.get("/api/test-runs/1", headers={"Authorization": "Bearer emulator-key"}
                               ).status_code == 401
         process.send_signal(signal.SIGTERM)

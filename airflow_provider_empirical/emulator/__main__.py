@@ -38,11 +38,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.add_argument("--tls-cert", help="serve https with this certificate (PEM); needs --tls-key")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    parser.add_argument(
+        "--response-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds added before every /api/ answer (default 0)",
+    )
     args = parser.parse_args(argv)
 
     keys = {key: 1 for key in (args.api_keys or ["emulator-key"])}
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-    emulator = Emulator(api_keys=keys, host=args.host, port=args.port, verbose=args.verbose, tls=tls)
+    if not args.response_delay >= 0:
+        parser.error("--response-delay must be >= 0")
+    emulator = Emulator(
+        api_keys=keys,
+        host=args.host,
+        port=args.port,
+        verbose=args.verbose,
+        tls=tls,
+        response_delay=args.response_delay,
+    )
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

@@ -337,6 +337,7 @@ def handle_control(emu: Emulator, method: str, path: str, raw: bytes, conn: sock
         "/_emulator/faults": "POST",
         "/_emulator/default-script": "POST",
         "/_emulator/down": "POST",
+        "/_emulator/response-delay": "POST",
     }
     finish = re.fullmatch(r"/_emulator/runs/([0-9]{1,18})/finish", path)
     expected = "POST" if finish else routes.get(path)
@@ -365,6 +366,11 @@ def handle_control(emu: Emulator, method: str, path: str, raw: bytes, conn: sock
                 emu.set_environment_script(environment, RunScript.from_dict(body))
         elif path == "/_emulator/faults":
             return json_response({"ok": True, "fault": emu.add_fault(**body).to_dict()})
+        elif path == "/_emulator/response-delay":
+            if not isinstance(body, dict) or "seconds" not in body:
+                raise ValueError('body: expected {"seconds": <number >= 0>}')
+            emu.set_response_delay(body["seconds"])
+            return json_response({"ok": True, "seconds": emu.response_delay})
         elif path == "/_emulator/down":
             emu._down_for(float(body.get("seconds", 1.0)), keep=conn)
             return json_response({"ok": True}, headers={"Connection": "close"})

@@ -97,35 +97,55 @@ class Handler(BaseHTTPRequestHandler):
             raise ValueError("bad Content-Length")
         return self.rfile.read(length) if length else b""
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: Response, drip: float | None = None) -> None:
+        """Write a reply; with `drip`, the body goes out at that many bytes per second."""
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if drip is None:
             self.wfile.write(response.body)
+            return
+        # chunks of about a tenth of a second each (at least one byte), paced by the clock
+        chunk = max(1, int(drip / 10))
+        started = time.monotonic()
+        for offset in range(0, len(response.body), chunk):
+            self.wfile.write(response.body[offset : offset + chunk])
+            self.wfile.flush()
+            sent = offset + chunk
+            pause = started + min(sent, len(response.body)) / drip - time.monotonic()
+            if pause > 0 and sent < len(response.body):
+                time.sleep(pause)
 
     def _send_fault(self, fault: Fault, headers: dict[str, str]) -> None:
         """Replace the reply: drop > malformed > echo_auth > status."""
+        extra = dict(fault.headers or {})
         if fault.drop:
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
         elif fault.malformed:
-            self._send(Response(200, MALFORMED_BODY, {"Content-Type": "application/json"}))
+            malformed = Response(200, MALFORMED_BODY, {"Content-Type": "application/json", **extra})
+            self._send(malformed, fault.drip)
         elif fault.echo_auth:
             auth = headers.get("authorization")
-            self._send(json_response({"error": {"message": f"internal error (authorization: {auth})"}}, 500))
+            status = fault.status or 500
+            if status >= 400:
+                payload: Any = {"error": {"message": f"internal error (authorization: {auth})"}}
+            else:  # a success that holds no run, only the leaked header
+                payload = {"debug": {"authorization": auth}}
+            self._send(json_response(payload, status, extra), fault.drip)
         else:
             assert fault.status is not None
-            extra = dict(fault.headers or {})
             if isinstance(fault.body, str):
                 body, kind = fault.body.encode(), "text/plain; charset=utf-8"
             else:
                 payload = fault.body if fault.body is not None else {"error": {"message": "injected fault"}}
                 body, kind = json.dumps(payload).encode(), "application/json"
-            self._send(Response(fault.status, body, {"Content-Type": kind, **extra}))
+            self._send(Response(fault.status, body, {"Content-Type": kind, **extra}), fault.drip)
 
     def _handle(self) -> None:
         try:
@@ -156,6 +176,8 @@ class Handler(BaseHTTPRequestHandler):
         is_api = path == "/api" or path.startswith("/api/")
         if is_api:
             emu._record(method, path, query, headers, raw)
+            if emu.response_delay:
+                time.sleep(emu.response_delay)
         fault = emu._take_fault(method, path)
         if fault is not None and not fault.after_create:
             time.sleep(fault.delay)
@@ -171,6 +193,6 @@ class Handler(BaseHTTPRequestHandler):
             if fault.acts:
                 self._send_fault(fault, headers)
                 return
-        self._send(response)
+        self._send(response, fault.drip if fault is not None else None)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle

@@ -20,6 +20,7 @@ ENVIRONMENTS: tuple[dict[str, Any], ...] = (
     {"id": 3, "slug": "development", "name": "Development"},
 )
 CANCELLING_FOR = 0.5
+DEFAULT_STATUS = 0  # Fault.status when not given: 503, or 500 for echo_auth (resolved on creation)
 COUNT_KEYS = ("total", "success", "failed", "skipped", "flaky")
 # Final counts per outcome when a script gives none (a cancelled run reports the rest as skipped).
 DEFAULT_COUNTS: dict[str, tuple[int, int, int, int, int]] = {
@@ -99,12 +100,17 @@ class RunScript:
 
 @dataclass
 class Fault:
-    """An injected misbehaviour for requests matching method and path glob."""
+    """An injected misbehaviour for requests matching method and path glob.
+
+    ``status`` left at its default becomes 503 (500 with ``echo_auth``); ``None`` means a pure
+    delay or drip of the normal answer. ``drip`` sends the body (normal or injected) at that many
+    bytes per second after prompt headers with a correct Content-Length.
+    """
 
     method: str = "GET"
     path: str = "/api/test-runs/*"
     times: int = 1
-    status: int | None = 503
+    status: int | None = DEFAULT_STATUS
     headers: dict[str, str] | None = None
     body: Any = None
     after_create: bool = False
@@ -112,10 +118,13 @@ class Fault:
     malformed: bool = False
     drop: bool = False
     echo_auth: bool = False
+    drip: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not isinstance(self.path, str):
             raise ValueError("method and path must be strings")
+        if self.status == DEFAULT_STATUS and not isinstance(self.status, bool):
+            self.status = 500 if self.echo_auth else 503
         self.method = self.method.upper()
         times_ok = isinstance(self.times, int) and not isinstance(self.times, bool)
         if not times_ok or not (self.times >= 1 or self.times == -1):
@@ -130,6 +139,10 @@ class Fault:
             raise ValueError("headers must be an object of strings")
         if isinstance(self.delay, bool) or not isinstance(self.delay, (int, float)) or self.delay < 0:
             raise ValueError("delay must be a number >= 0")
+        if self.drip is not None and (
+            isinstance(self.drip, bool) or not isinstance(self.drip, (int, float)) or not self.drip > 0
+        ):
+            raise ValueError("drip must be a number of bytes per second > 0, or None")
 
     @property
     def acts(self) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .models import ENVIRONMENTS, Fault, RecordedRequest, Run, RunScript
+from .models import DEFAULT_STATUS, ENVIRONMENTS, Fault, RecordedRequest, Run, RunScript
 
 if TYPE_CHECKING:
     import socket
@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from .handler import EmulatorHTTPServer
 
 MAX_RECORDED = 100_000  # bounds memory when polled for hours; oldest requests are dropped
+
+
+def _check_delay(seconds: Any) -> float:
+    """A response delay: a number of seconds >= 0."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+    return float(seconds)
 
 
 class Emulator:
@@ -37,6 +44,7 @@ class Emulator:
         port: int = 0,
         verbose: bool = False,
         tls: tuple[str, str] | None = None,
+        response_delay: float = 0.0,
     ) -> None:
         self.api_keys: dict[str, int] = dict(api_keys if api_keys is not None else {"emulator-key": 1})
         if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in self.api_keys.values()):
@@ -57,6 +65,8 @@ class Emulator:
         self._env_scripts: dict[str, RunScript] = {}
         self._faults: list[Fault] = []
         self._requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
+        self._initial_delay = _check_delay(response_delay)
+        self._response_delay = self._initial_delay
 
     @staticmethod
     def _make_project(pid: int) -> dict[str, Any]:
@@ -171,9 +181,21 @@ class Emulator:
 
     # --- scripting ---------------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget runs, faults, queued scripts and recorded requests; restore default scripts."""
+    @property
+    def response_delay(self) -> float:
+        """Seconds added before every /api/ answer (faults included, control routes not)."""
+        return self._response_delay
+
+    def set_response_delay(self, seconds: float) -> None:
+        """Add `seconds` before every /api/ answer from now on (0 for none)."""
+        value = _check_delay(seconds)
         with self._lock:
+            self._response_delay = value
+
+    def reset(self) -> None:
+        """Forget runs, faults, queued scripts and recorded requests; restore the constructor's settings."""
+        with self._lock:
+            self._response_delay = self._initial_delay
             self._runs.clear()
             self._next_id = 1
             self._queue.clear()
@@ -204,7 +226,7 @@ class Emulator:
         method: str = "GET",
         path: str = "/api/test-runs/*",
         times: int = 1,
-        status: int | None = 503,
+        status: int | None = DEFAULT_STATUS,
         headers: dict[str, str] | None = None,
         body: Any = None,
         after_create: bool = False,
@@ -212,10 +234,11 @@ class Emulator:
         malformed: bool = False,
         drop: bool = False,
         echo_auth: bool = False,
+        drip: float | None = None,
     ) -> Fault:
-        """Inject a misbehaviour; pass status=None for a pure delay. See Fault."""
+        """Inject a misbehaviour; pass status=None for a pure delay (or drip). See Fault."""
         fault = Fault(
-            method, path, times, status, headers, body, after_create, delay, malformed, drop, echo_auth
+            method, path, times, status, headers, body, after_create, delay, malformed, drop, echo_auth, drip
         )
         with self._lock:
             self._faults.append(fault)
