@@ -8,8 +8,14 @@ then reports the result.
 * `trigger_tests` sends the run with tags and build metadata rendered from templates and
   pushes the run id (return value) and its dashboard URL (XCom `test_run_url`).
 * `wait_for_tests` defers to `EmpiricalTestRunTrigger`; it fails if tests failed, the run
-  errored or was cancelled.
+  errored or was cancelled. When the run passed it updates the asset
+  `empirical://demo/production/regression` (its `outlets`): the event's `extra` holds the
+  run id, URL, state and counts, and `empirical_release_after_tests` is scheduled on it.
 * `report` reads the summary (id, state, counts, duration, url) from XCom.
+
+Works when scheduled and when triggered by hand: a manual run on Airflow 3 has no logical
+date (`{{ ds }}` is undefined there), so the build version comes from `dag_run.run_after`,
+when the run was asked for, with `dag_run.execution_date` as the Airflow 2 fallback.
 
 Set `EMPIRICAL_POLL_INTERVAL` (seconds, default 60) to poll faster, as the demo does.
 """
@@ -20,12 +26,17 @@ import os
 from typing import Any
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, Asset, task
 
 from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 
 POLL_INTERVAL = float(os.environ.get("EMPIRICAL_POLL_INTERVAL", "60"))
+# Updated when the nightly suite passes; a Dataset on Airflow 2.
+NIGHTLY_REGRESSION = Asset("empirical://demo/production/regression")
+# When the run was asked for, scheduled or manual: `run_after` on Airflow 3, where a manual run
+# has no logical date; Airflow 2 has no `run_after` (undefined -> default) but always a date.
+RUN_AFTER = "(dag_run.run_after | default(dag_run.execution_date))"
 
 with DAG(
     dag_id="empirical_nightly_regression",
@@ -40,8 +51,8 @@ with DAG(
         task_id="trigger_tests",
         environment="{{ params.environment }}",
         tags=["@regression"],
-        build={"version": "nightly-{{ ds_nodash }}", "branch": "main"},
-        metadata={"suite": "nightly", "logical_date": "{{ ds }}"},
+        build={"version": "nightly-{{ " + RUN_AFTER + ".strftime('%Y%m%d') }}", "branch": "main"},
+        metadata={"suite": "nightly", "run_after": "{{ " + RUN_AFTER + ".isoformat() }}"},
     )
 
     wait_for_tests = EmpiricalTestRunSensor(
@@ -50,6 +61,7 @@ with DAG(
         deferrable=True,
         poke_interval=POLL_INTERVAL,
         timeout=3 * 60 * 60,
+        outlets=[NIGHTLY_REGRESSION],
     )
 
     @task

@@ -25,7 +25,9 @@ with DAG(
     catchup=False,
     doc_md=__doc__,
     params={
-        "rerun_source_id": Param(1, type="integer", minimum=1, description="Run whose failed tests to re-run"),
+        "rerun_source_id": Param(
+            1, type="integer", minimum=1, description="Run whose failed tests to re-run"
+        ),
         "environment": Param("production", type="string"),
         "total_shards": Param(2, type="integer", minimum=1),
     },
