@@ -316,19 +316,22 @@ def conclude(report: Report, run_checked: bool) -> None:
         report.verdict = "INCOMPLETE: no test run to fetch; trigger one or pass --run-id, then probe again"
         report.exit_code = 1
     else:
-        report.verdict = f"OK: everything the provider needs was found ({warnings} warning(s), nice to have)"
+        report.verdict = (
+            f"OK: everything the provider needs was found ({warnings} warning(s) on nice-to-have fields)"
+        )
 
 
 def render(report: Report) -> str:
     lines = [f"Empirical API contract probe: {report.api_url} (read-only, GET requests only)"]
     section = None
+    width = max((len(check.name) for check in report.checks), default=0) + 1
     for check in report.checks:
         if check.section == "provider":
             continue
         if check.section != section:
             section = check.section
             lines += ["", section]
-        lines.append(f"  {check.status:<8} {check.name:<28} {check.detail}".rstrip())
+        lines.append(f"  {check.status:<8} {check.name:<{width}} {check.detail}".rstrip())
     lines += ["", f"Run answer shape: {report.shape}", f"Provider parser (parse_test_run): {report.parser}"]
     lines.append(f"Verdict: {report.verdict}")
     return "\n".join(lines)
