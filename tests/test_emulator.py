@@ -25,7 +25,11 @@ LIST_ITEM_KEYS = {
     "id", "state", "total_count", "success_count", "failed_count", "skipped_count", "flaky_count",
     "duration", "test_run_branch", "environment_slug", "environment_name", "build_url", "build_branch",
     "commit", "created_at",
+    "rerun_source_id",  # not in the README's list: the emulator's link from a re-run to its source
 }
+PROJECT = {"id": 1, "name": "Demo project", "slug": "demo", "repo_name": "demo-tests"}
+ROW_KEYS = {"name", "pw_test_id", "status", "slug", "snooze_info"}
+PW_ID = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{20}$")
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 FAST = RunScript(queued_for=0.0, run_for=0.0)
 
@@ -64,12 +68,20 @@ def put(client: httpx.Client, **body: Any) -> httpx.Response:
     return client.put("/api/test-runs", json={"environment": "production", **body})
 
 
+def get_run(client: httpx.Client, path: str) -> dict[str, Any]:
+    """The run fields of GET /api/test-runs/{id} in the default (nested) shape."""
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    run: dict[str, Any] = response.json()["data"]["test_run"]["testRun"]
+    return run
+
+
 def states_until(client: httpx.Client, run_id: int, final: str, timeout: float = 3.0) -> list[str]:
     """Poll a run until `final`, returning the distinct states seen in order."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"]
+        run = get_run(client, f"/api/test-runs/{run_id}")
         assert run["total_count"] is None or run["success_count"] is None or (
             run["success_count"] + run["failed_count"] + run["skipped_count"] + run["flaky_count"]
             <= run["total_count"])
@@ -165,7 +177,7 @@ def test_trigger_stores_everything_and_ignores_unknown_fields(emu: Emulator, cli
             "some_future_field": {"anything": True}}
     assert client.put("/api/test-runs", json=body).status_code == 200
     assert emu.trigger_body(1) == body
-    run = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    run = get_run(client, "/api/test-runs/1")
     assert (run["environment_slug"], run["environment_name"]) == ("staging", "Staging")
     assert (run["build_url"], run["build_branch"], run["commit"]) == ("https://ci/7", "dev", "c0ffee")
     assert run["metadata"] == body["metadata"] and run["tags"] == ["@smoke"]
@@ -251,15 +263,170 @@ def test_get_one_run_shape_and_404s(emu: Emulator, client: httpx.Client) -> None
     put(client, metadata={"k": "v"}, tags=["@a"])
     response = client.get("/api/test-runs/1")
     assert response.status_code == 200
-    run = response.json()["data"]["test_run"]
+    body = response.json()
+    assert set(body) == {"data"} and set(body["data"]) == {"test_run", "project"}
+    assert set(body["data"]["test_run"]) == {"testRun", "flattenedSummaryDetails"}
+    assert body["data"]["project"] == PROJECT
+    run = body["data"]["test_run"]["testRun"]
     assert set(run) == LIST_ITEM_KEYS | {"error_code", "metadata", "tags", "project"}
-    assert run["project"] == {"id": 1, "name": "Demo project", "slug": "demo", "repo_name": "demo-tests"}
+    assert run["project"] == PROJECT
     assert run["state"] == "queued" and run["total_count"] is None and run["duration"] is None
     assert (run["metadata"], run["tags"], run["error_code"]) == ({"k": "v"}, ["@a"], None)
+    assert body["data"]["test_run"]["flattenedSummaryDetails"] == []
     for path in ("/api/test-runs/2", "/api/test-runs/abc", "/api/test-runs/-1", "/api/test-runs/1.0"):
         assert client.get(path).status_code == 404
     with new_client(emu.url, OTHER_KEY) as other:
         assert other.get("/api/test-runs/1").status_code == 404
+
+
+def test_flat_shape_has_the_same_run_fields(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed"))
+    put(client)
+    nested = client.get("/api/test-runs/1").json()
+    assert emu.shape == "nested"
+    emu.set_shape("flat")
+    flat = client.get("/api/test-runs/1").json()
+    assert set(flat["data"]) == {"test_run", "project"} and flat["data"]["project"] == PROJECT
+    assert flat["data"]["test_run"] == nested["data"]["test_run"]["testRun"]
+    assert "flattenedSummaryDetails" not in flat["data"]["test_run"]
+    with pytest.raises(ValueError):
+        emu.set_shape("deep")
+    emu.reset()
+    assert emu.shape == "nested"
+    with Emulator(api_keys={KEY: 1}, shape="flat") as flat_emu, new_client(flat_emu.url) as flat_client:
+        put(flat_client)
+        assert flat_client.get("/api/test-runs/1").json()["data"]["test_run"]["id"] == 1
+        flat_emu.set_shape("nested")
+        flat_emu.reset()
+        assert flat_emu.shape == "flat"
+    with pytest.raises(ValueError):
+        Emulator(shape="Nested")
+
+
+def rows_of(client: httpx.Client, run_id: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"][
+        "flattenedSummaryDetails"]
+    return rows
+
+
+def tally(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {status: sum(1 for r in rows if r["status"] == status)
+            for status in ("passed", "failed", "flaky", "skipped")}
+
+
+def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(*(RunScript(queued_for=0, run_for=0, outcome=o) for o in ("passed", "failed", "cancelled")),
+                   RunScript(queued_for=0, run_for=0, total=6, failed=1, flaky=2, skipped=1))
+    for _ in range(4):
+        put(client)
+    time.sleep(0.6)  # past cancelling
+    for run_id in (1, 2, 3, 4):
+        run, rows = get_run(client, f"/api/test-runs/{run_id}"), rows_of(client, run_id)
+        assert len(rows) == run["total_count"]
+        assert tally(rows) == {"passed": run["success_count"], "failed": run["failed_count"],
+                               "flaky": run["flaky_count"], "skipped": run["skipped_count"]}
+        for row in rows:
+            assert set(row) == ROW_KEYS and row["snooze_info"] == []
+            assert PW_ID.match(row["pw_test_id"]) and " \u203a " in row["name"]
+            assert (row["slug"] is not None) == (row["status"] in ("failed", "flaky"))
+        assert len({r["name"] for r in rows}) == len(rows)
+    failed = [r["name"] for r in rows_of(client, 2) if r["status"] == "failed"]
+    assert failed == ["onboarding \u203a shows only matching cards #21", "checkout \u203a keeps items after reload #22",
+                      "login \u203a updates the avatar #23"]
+    assert [r["pw_test_id"] for r in rows_of(client, 1)] == [r["pw_test_id"] for r in rows_of(client, 2)]
+    assert tally(rows_of(client, 4)) == {"passed": 2, "failed": 1, "flaky": 2, "skipped": 1}
+
+
+def test_scripted_test_names_and_failures(emu: Emulator, client: httpx.Client) -> None:
+    names = ["login works", "cart › keeps items", "search finds"]
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed", tests=names,
+                             failed_tests=["search finds", "login works"]),
+                   RunScript(queued_for=0, run_for=0, failed_tests=["only this fails"], total=3))
+    put(client)
+    put(client)
+    assert [(r["name"], r["status"]) for r in rows_of(client, 1)] == [
+        ("login works", "failed"), ("cart › keeps items", "passed"), ("search finds", "failed")]
+    run = get_run(client, "/api/test-runs/1")
+    assert (run["total_count"], run["success_count"], run["failed_count"]) == (3, 1, 2)
+    second = rows_of(client, 2)
+    assert [r["status"] for r in second] == ["failed", "passed", "passed"]
+    assert second[0]["name"] == "only this fails"
+    for bad in ({"tests": ["a", "a"]}, {"tests": ["a"], "failed_tests": ["b"]}, {"tests": "a"},
+                {"tests": ["a", "b"], "total": 3}, {"failed_tests": ["a"], "failed": 2},
+                {"tests": ["a"], "skipped": 2}, {"tests": [""]}, {"error_code_key": "code"}):
+        with pytest.raises(ValueError):
+            RunScript(**bad)
+    script = RunScript(tests=["a", "b"], failed_tests=["b"], error_code_key="errorCode")
+    assert RunScript.from_dict(json.loads(json.dumps(script.to_dict()))) == script
+
+
+def test_started_run_shows_finished_tests_only(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0.6, outcome="failed"))
+    put(client)
+    seen = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        body = client.get("/api/test-runs/1").json()["data"]["test_run"]
+        run, rows = body["testRun"], body["flattenedSummaryDetails"]
+        counts = (run["success_count"], run["failed_count"], run["skipped_count"], run["flaky_count"])
+        assert tally(rows) == dict(zip(("passed", "failed", "skipped", "flaky"), counts, strict=True))
+        assert run["total_count"] == 24
+        seen.append(len(rows))
+        if run["state"] == "ended":
+            break
+        time.sleep(0.05)
+    assert seen == sorted(seen) and seen[0] < 24 and seen[-1] == 24
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("error_code", {"error_code": "merge_conflict"}),
+    ("errorCode", {"errorCode": "merge_conflict"}),
+    ("error.code", {"error": {"code": "merge_conflict"}}),
+])
+def test_error_code_spellings(emu: Emulator, client: httpx.Client, key: str, expected: dict[str, Any]) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="error", error_code="merge_conflict",
+                             error_code_key=key))
+    put(client)
+    run = get_run(client, "/api/test-runs/1")
+    assert {k: run[k] for k in expected} == expected
+    others = {"error_code", "errorCode", "error"} - set(expected)
+    assert not others & set(run)
+    with new_client(emu.url, None) as control:
+        queued = control.post("/_emulator/runs/queue", json={"outcome": "error", "error_code_key": "errorCode",
+                                                             "queued_for": 0, "run_for": 0})
+        assert queued.status_code == 200
+    put(client)
+    assert get_run(client, "/api/test-runs/2")["errorCode"] == "run_failed_with_error"
+
+
+def test_cases_endpoint_lists_executed_tests(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed"), RunScript(queued_for=60))
+    put(client)
+    put(client)
+    response = client.get("/api/v2/test-runs/1/cases")
+    assert response.status_code == 200
+    cases = response.json()["data"]
+    assert [{k: row[k] for k in ("pw_test_id", "name", "status")} for row in rows_of(client, 1)] == cases
+    assert tally(cases) == {"passed": 20, "failed": 3, "flaky": 0, "skipped": 1}
+    assert client.get("/api/v2/test-runs/2/cases").json() == {"data": []}  # queued: nothing executed
+    assert client.get("/api/v2/test-runs/9/cases").status_code == 404
+    assert client.get("/api/v2/test-runs/x/cases").status_code == 404
+    assert client.post("/api/v2/test-runs/1/cases").status_code == 405
+    with new_client(emu.url, None) as anon:
+        assert anon.get("/api/v2/test-runs/1/cases").status_code == 401
+    with new_client(emu.url, OTHER_KEY) as other:
+        assert other.get("/api/v2/test-runs/1/cases").status_code == 404
+
+
+def test_control_api_shape(emu: Emulator, client: httpx.Client) -> None:
+    put(client)
+    with new_client(emu.url, None) as control:
+        assert control.post("/_emulator/shape", json={"shape": "flat"}).json() == {"ok": True, "shape": "flat"}
+        assert client.get("/api/test-runs/1").json()["data"]["test_run"]["id"] == 1
+        assert control.post("/_emulator/shape", json={"shape": "deep"}).status_code == 400
+        assert control.post("/_emulator/shape", json={}).status_code == 400
+        assert control.post("/_emulator/shape", json={"shape": "nested"}).status_code == 200
+        assert get_run(client, "/api/test-runs/1")["id"] == 1
 
 
 def test_unknown_paths_404_and_other_methods_405(client: httpx.Client) -> None:
@@ -324,7 +491,7 @@ def test_passed_run_lifecycle(emu: Emulator, client: httpx.Client) -> None:
     emu.queue_runs(RunScript(queued_for=0.15, run_for=0.15))
     run_id = put(client).json()["data"]["test_run"]["id"]
     assert states_until(client, run_id, "ended") == ["queued", "started", "ended"]
-    run = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"]
+    run = get_run(client, f"/api/test-runs/{run_id}")
     counts = [run[f"{k}_count"] for k in ("total", "success", "failed", "skipped", "flaky")]
     assert counts == [24, 23, 0, 1, 0] and run["duration"] == 150 and run["error_code"] is None
 
@@ -340,7 +507,7 @@ def test_failing_outcomes(emu: Emulator, client: httpx.Client, script: RunScript
     emu.queue_runs(script)
     put(client)
     states_until(client, 1, final)
-    run = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    run = get_run(client, "/api/test-runs/1")
     assert run["error_code"] == error_code
     assert run["duration"] == 50
     if final == "ended":
@@ -357,12 +524,12 @@ def test_never_run_stays_started_until_finished(emu: Emulator, client: httpx.Cli
     emu.queue_runs(RunScript(queued_for=0, run_for=0.01, outcome="never"))
     put(client)
     time.sleep(0.1)
-    run = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    run = get_run(client, "/api/test-runs/1")
     assert run["state"] == "started" and run["duration"] is None
     assert run["success_count"] <= run["total_count"]
     forced = emu.finish_run(1, "error", "worker_interrupted")
     assert forced["state"] == "error" and forced["error_code"] == "worker_interrupted"
-    fetched = client.get("/api/test-runs/1").json()["data"]["test_run"]
+    fetched = get_run(client, "/api/test-runs/1")
     assert fetched["state"] == "error" and fetched["duration"] is not None
     assert emu.finish_run(1)["state"] == "cancelled"
     assert emu.finish_run(1, "failed")["failed_count"] == 3
@@ -710,7 +877,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     process = subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_empirical.emulator", "--port", "0", "--api-key", "cli-key",
-         "--port-file", str(port_file), "--response-delay", "0.1"],
+         "--port-file", str(port_file), "--response-delay", "0.1", "--shape", "flat"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -724,6 +891,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             started = time.monotonic()
             assert put(client).status_code == 200
             assert time.monotonic() - started >= 0.1
+            assert client.get("/api/test-runs/1").json()["data"]["test_run"]["id"] == 1  # flat
             assert client.get("/api/test-runs/1", headers={"Authorization": "Bearer emulator-key"}
                               ).status_code == 401
         process.send_signal(signal.SIGTERM)

@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="seconds added before every /api/ answer (default 0)",
     )
+    parser.add_argument(
+        "--shape",
+        choices=("nested", "flat"),
+        default="nested",
+        help="answer of GET /api/test-runs/{id}: the run under data.test_run.testRun beside per-test "
+        "rows (nested, default) or directly under data.test_run (flat)",
+    )
     args = parser.parse_args(argv)
 
     keys = {key: 1 for key in (args.api_keys or ["emulator-key"])}
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         tls=tls,
         response_delay=args.response_delay,
+        shape=args.shape,
     )
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

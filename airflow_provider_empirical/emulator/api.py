@@ -150,6 +150,7 @@ TRIGGER_CHECKS: tuple[tuple[str, Check], ...] = (
     ("rerun_source_id", _positive_int),
     ("rerun_only_failed", _bool),
     ("github_actor", _string),
+    ("test_case_ids", _tags),
 )
 
 
@@ -195,16 +196,23 @@ def authorize(emu: Emulator, headers: dict[str, str]) -> int | Response:
     return project_id
 
 
+ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"/api/test-runs", ("GET", "PUT")),
+    (r"/api/test-runs/([^/]+)", ("GET",)),
+    (r"/api/test-runs/([^/]+)/cancel", ("POST",)),
+    (r"/api/test-runs/([^/]+)/re-run", ("POST",)),
+    (r"/api/v2/test-runs/([^/]+)/cases", ("GET",)),
+)
+
+
 def handle_api(
     emu: Emulator, method: str, path: str, query: dict[str, str], headers: dict[str, str], raw: bytes
 ) -> Response:
     """Route an /api/ request: 404 for unknown paths, 405 for other methods, then auth."""
-    if path == RUNS_PATH:
-        allowed: tuple[str, ...] = ("GET", "PUT")
-    elif path.startswith(RUNS_PATH + "/") and "/" not in path[len(RUNS_PATH) + 1 :]:
-        allowed = ("GET",)
-    else:
+    found = next(((m, a) for p, a in ROUTES if (m := re.fullmatch(p, path))), None)
+    if found is None:
         return error(404, f"not found: {path}")
+    match, allowed = found
     if method not in allowed:
         return error(405, f"method {method} not allowed on {path}", {"Allow": ", ".join(allowed)})
     scope = authorize(emu, headers)
@@ -212,12 +220,87 @@ def handle_api(
         return scope
     if path == RUNS_PATH:
         return trigger(emu, scope, raw) if method == "PUT" else list_runs(emu, scope, query)
-    run_id = path[len(RUNS_PATH) + 1 :]
-    is_id = re.fullmatch(r"[0-9]{1,18}", run_id) is not None
-    run = emu._run_detail(scope, int(run_id)) if is_id else None
-    if run is None:
+    run_id = match.group(1)
+    if re.fullmatch(r"[0-9]{1,18}", run_id) is None:
         return error(404, f"test run {run_id} not found")
-    return json_response({"data": {"test_run": run}})
+    if path.endswith("/cancel"):
+        return cancel(emu, scope, int(run_id), raw)
+    if path.endswith("/re-run"):
+        return rerun(emu, scope, int(run_id), raw)
+    view = emu._run_view(scope, int(run_id))
+    if view is None:
+        return error(404, f"test run {run_id} not found")
+    fields, rows, project, shape = view
+    if path.endswith("/cases"):
+        cases = [{k: row[k] for k in ("pw_test_id", "name", "status")} for row in rows]
+        return json_response({"data": cases})
+    if shape == "flat":
+        return json_response({"data": {"test_run": fields, "project": project}})
+    nested = {"testRun": fields, "flattenedSummaryDetails": rows}
+    return json_response({"data": {"test_run": nested, "project": project}})
+
+
+def _object_body(raw: bytes) -> dict[str, Any] | Response:
+    """An optional JSON object body (empty means {}), or the 400."""
+    try:
+        body = parse_json(raw) if raw.strip() else {}
+    except ValueError as exc:
+        return error(400, f"body: invalid JSON ({exc})")
+    if not isinstance(body, dict):
+        return error(400, f"body: must be a JSON object, got {_kind(body)}")
+    return body
+
+
+def cancel(emu: Emulator, scope: int, run_id: int, raw: bytes) -> Response:
+    """POST /api/test-runs/{id}/cancel: 200 {"message"} (no data wrapper), 412 once terminal."""
+    body = _object_body(raw)
+    if isinstance(body, Response):
+        return body
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        return error(400, f"reason: must be a string, got {_kind(reason)}")
+    result = emu._cancel(scope, run_id, reason)
+    if result is None:
+        return error(404, f"test run {run_id} not found")
+    outcome, before = result
+    if outcome == "terminal":
+        return error(412, f"test run {run_id} is already {before}: nothing to cancel")
+    if before == "cancelling":
+        return json_response({"message": f"Test run {run_id} is already being cancelled"})
+    return json_response({"message": f"Test run {run_id} is being cancelled"})
+
+
+def rerun(emu: Emulator, scope: int, run_id: int, raw: bytes) -> Response:
+    """POST /api/test-runs/{id}/re-run: a new run linked to its source, answered like the trigger."""
+    body = _object_body(raw)
+    if isinstance(body, Response):
+        return body
+    for name in ("only_failed", "send_notifications"):
+        if name in body:
+            problem = _bool(body[name])
+            if problem:
+                return error(400, name + problem)
+    result = emu._rerun(scope, run_id, body.get("only_failed") is True, body.get("send_notifications"))
+    if isinstance(result, Response):
+        return result
+    return _trigger_answer(result)
+
+
+def _trigger_answer(item: dict[str, Any]) -> Response:
+    """The 200 of the trigger PUT (and of a re-run)."""
+    return json_response(
+        {
+            "data": {
+                "trigger": {"success": True},
+                "test_run": {
+                    "id": item["id"],
+                    "state": item["state"],
+                    "test_run_branch": item["test_run_branch"],
+                    "created_at": item["created_at"],
+                },
+            }
+        }
+    )
 
 
 def trigger(emu: Emulator, scope: int, raw: bytes) -> Response:
@@ -235,19 +318,7 @@ def trigger(emu: Emulator, scope: int, raw: bytes) -> Response:
     result = emu._create_run(scope, body)
     if isinstance(result, Response):
         return result
-    return json_response(
-        {
-            "data": {
-                "trigger": {"success": True},
-                "test_run": {
-                    "id": result["id"],
-                    "state": result["state"],
-                    "test_run_branch": result["test_run_branch"],
-                    "created_at": result["created_at"],
-                },
-            }
-        }
-    )
+    return _trigger_answer(result)
 
 
 def _int_param(query: dict[str, str], name: str, low: int, high: int | None = None) -> int | None:
@@ -338,6 +409,7 @@ def handle_control(emu: Emulator, method: str, path: str, raw: bytes, conn: sock
         "/_emulator/default-script": "POST",
         "/_emulator/down": "POST",
         "/_emulator/response-delay": "POST",
+        "/_emulator/shape": "POST",
     }
     finish = re.fullmatch(r"/_emulator/runs/([0-9]{1,18})/finish", path)
     expected = "POST" if finish else routes.get(path)
@@ -371,6 +443,11 @@ def handle_control(emu: Emulator, method: str, path: str, raw: bytes, conn: sock
                 raise ValueError('body: expected {"seconds": <number >= 0>}')
             emu.set_response_delay(body["seconds"])
             return json_response({"ok": True, "seconds": emu.response_delay})
+        elif path == "/_emulator/shape":
+            if not isinstance(body, dict) or "shape" not in body:
+                raise ValueError('body: expected {"shape": "nested" | "flat"}')
+            emu.set_shape(body["shape"])
+            return json_response({"ok": True, "shape": emu.shape})
         elif path == "/_emulator/down":
             emu._down_for(float(body.get("seconds", 1.0)), keep=conn)
             return json_response({"ok": True}, headers={"Connection": "close"})
@@ -403,6 +480,13 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _error_code(run: dict[str, Any]) -> Any:
+    """The error code under whichever spelling the run's script chose."""
+    error_field = run.get("error")
+    nested = error_field.get("code") if isinstance(error_field, dict) else None
+    return run.get("error_code") or run.get("errorCode") or nested
+
+
 def handle_dashboard(emu: Emulator, method: str, path: str) -> Response:
     """Read-only HTML pages so "view run" links work offline."""
     match = re.fullmatch(r"/test-runs/([0-9]{1,18})/?", path)
@@ -433,7 +517,7 @@ def handle_dashboard(emu: Emulator, method: str, path: str) -> Response:
         ("Branch", run["test_run_branch"]),
         ("Commit", run["commit"] or "-"),
         ("Build", run["build_url"] or "-"),
-        ("Error code", run["error_code"] or "-"),
+        ("Error code", _error_code(run) or "-"),
         ("Created", run["created_at"]),
         ("Project", run["project"]["name"]),
         ("Tags", ", ".join(run["tags"]) or "-"),

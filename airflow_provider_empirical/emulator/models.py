@@ -5,9 +5,11 @@ Run state is derived from the clock at read time, so no thread per run is needed
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +24,23 @@ ENVIRONMENTS: tuple[dict[str, Any], ...] = (
 CANCELLING_FOR = 0.5
 DEFAULT_STATUS = 0  # Fault.status when not given: 503, or 500 for echo_auth (resolved on creation)
 COUNT_KEYS = ("total", "success", "failed", "skipped", "flaky")
+# the status of a per-test row for each count
+ROW_STATUS = {"success": "passed", "failed": "failed", "flaky": "flaky", "skipped": "skipped"}
+SHAPES = ("nested", "flat")
+ERROR_CODE_KEYS = ("error_code", "errorCode", "error.code")
+SEP = " \u203a "  # Playwright's title separator (a single right-pointing angle quote)
+SUITES = ("checkout", "login", "search", "cart", "profile", "settings", "onboarding")
+ACTIONS = (
+    "pays with card",
+    "signs in with email",
+    "shows only matching cards",
+    "keeps items after reload",
+    "updates the avatar",
+    "saves the new password",
+    "invites a teammate",
+    "applies a discount code",
+    "logs out everywhere",
+)
 # Final counts per outcome when a script gives none (a cancelled run reports the rest as skipped).
 DEFAULT_COUNTS: dict[str, tuple[int, int, int, int, int]] = {
     "passed": (24, 23, 0, 1, 0),
@@ -32,6 +51,39 @@ DEFAULT_COUNTS: dict[str, tuple[int, int, int, int, int]] = {
 }
 
 
+def test_name(index: int) -> str:
+    """Deterministic name of the index-th generated test (1-based): "checkout > pays with card #1",
+    with Playwright's separator (U+203A) in place of ">"."""
+    return f"{SUITES[(index - 1) % len(SUITES)]}{SEP}{ACTIONS[(index - 1) % len(ACTIONS)]} #{index}"
+
+
+def _hex(text: str, size: int) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:size]
+
+
+def pw_test_id(name: str) -> str:
+    """A Playwright-like test id, "<file hash>-<test hash>", stable for a name across runs."""
+    suite = name.split(SEP, 1)[0]
+    return f"{_hex('file:' + suite, 20)}-{_hex('test:' + name, 20)}"
+
+
+def test_row(name: str, status: str) -> dict[str, Any]:
+    """One row of flattenedSummaryDetails; only failures and flaky tests have a diagnosis slug."""
+    slug = None
+    if status in ("failed", "flaky"):
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + "-" + _hex("slug:" + name, 6)
+    return {"name": name, "pw_test_id": pw_test_id(name), "status": status, "slug": slug, "snooze_info": []}
+
+
+def _names(value: Any, name: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{name} must be a list of non-empty strings or None, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name} must not repeat a test name")
+
+
 def iso_utc(epoch: float) -> str:
     """Format like the API does: ISO 8601 UTC with milliseconds and a Z."""
     dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
@@ -40,7 +92,14 @@ def iso_utc(epoch: float) -> str:
 
 @dataclass
 class RunScript:
-    """How one run behaves over time; counts left as None are derived from the outcome."""
+    """How one run behaves over time; counts left as None are derived from the outcome.
+
+    ``tests`` names every test of the run (total = its length) and ``failed_tests`` names the ones
+    that fail (failed = its length); other tests get the remaining statuses in order: passed,
+    then flaky, then skipped. Without ``tests`` the names are generated ("checkout > pays with
+    card #1", ... with U+203A for ">"). ``error_code_key`` picks the spelling of a run's error
+    code in answers.
+    """
 
     queued_for: float = 0.5
     run_for: float = 2.0
@@ -51,6 +110,9 @@ class RunScript:
     skipped: int | None = None
     flaky: int | None = None
     error_code: str | None = None
+    tests: list[str] | None = None
+    failed_tests: list[str] | None = None
+    error_code_key: str = "error_code"
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -67,10 +129,31 @@ class RunScript:
             raise ValueError(f"error_code must be a string or None, got {self.error_code!r}")
         if self.outcome == "error" and self.error_code is None:
             self.error_code = "run_failed_with_error"
+        if self.error_code_key not in ERROR_CODE_KEYS:
+            raise ValueError(f"error_code_key must be one of {', '.join(ERROR_CODE_KEYS)}")
+        _names(self.tests, "tests")
+        _names(self.failed_tests, "failed_tests")
+        if self.tests is not None:
+            if self.total is not None and self.total != len(self.tests):
+                raise ValueError(f"total ({self.total}) must equal the number of tests ({len(self.tests)})")
+            unknown = sorted(set(self.failed_tests or ()) - set(self.tests))
+            if unknown:
+                raise ValueError(f"failed_tests not in tests: {', '.join(unknown)}")
+        if self.failed_tests is not None and self.failed not in (None, len(self.failed_tests)):
+            raise ValueError(f"failed ({self.failed}) must equal the number of failed_tests")
+        if self.tests is not None:
+            counts = self.counts()
+            rows = sum(counts[k] for k in ROW_STATUS)
+            if rows != len(self.tests):
+                raise ValueError(f"counts add up to {rows} tests but tests names {len(self.tests)}")
 
     def counts(self) -> dict[str, int]:
         """Final counts: given ones win, total defaults to the sum, success to the remainder."""
         given = {key: getattr(self, key) for key in COUNT_KEYS}
+        if self.tests is not None:
+            given["total"] = len(self.tests)
+        if self.failed_tests is not None:
+            given["failed"] = len(self.failed_tests)
         if all(value is None for value in given.values()):
             return dict(zip(COUNT_KEYS, DEFAULT_COUNTS[self.outcome], strict=True))
         failed, skipped, flaky = (given[k] or 0 for k in ("failed", "skipped", "flaky"))
@@ -81,6 +164,31 @@ class RunScript:
         if total is None:
             total = success + failed + skipped + flaky
         return {"total": total, "success": success, "failed": failed, "skipped": skipped, "flaky": flaky}
+
+    def plan(self) -> list[tuple[str, str]]:
+        """(name, final status) of each test, in order; one per counted test."""
+        counts = self.counts()
+        failed_names = list(self.failed_tests or [])
+        names = list(self.tests) if self.tests is not None else None
+        statuses = (
+            ["passed"] * counts["success"]
+            + ["failed"] * (counts["failed"] - len(failed_names))
+            + ["flaky"] * counts["flaky"]
+            + ["skipped"] * counts["skipped"]
+        )
+        if names is None:
+            taken = set(failed_names)
+            generated = (test_name(i) for i in range(1, 10**9))
+            fresh = (g for g in generated if g not in taken)
+            names = failed_names + [n for n, _ in zip(fresh, statuses, strict=False)]
+        failing = set(failed_names)
+        rest = iter(statuses)
+        planned: list[tuple[str, str]] = []
+        for name in names:
+            status = "failed" if name in failing else next(rest, None)
+            if status is not None:
+                planned.append((name, status))
+        return planned
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as accepted by from_dict and the control API."""
@@ -96,6 +204,28 @@ class RunScript:
         if unknown:
             raise ValueError(f"unknown run script keys: {', '.join(unknown)}")
         return cls(**data)
+
+
+def rerun_script(script: RunScript, failed: list[str]) -> RunScript:
+    """The script of a re-run of only the `failed` tests: the outcome stays scriptable.
+
+    "passed" makes them all pass, "failed" makes them fail again (or only the script's
+    failed_tests among them, or its first `failed` ones), "cancelled" skips the later half,
+    and "error" keeps the script's own counts.
+    """
+    if script.outcome == "error":
+        return script
+    unset: dict[str, Any] = dict.fromkeys(COUNT_KEYS)
+    if script.outcome == "cancelled":
+        skipped = len(failed) - len(failed) // 2
+        return replace(script, **unset, tests=failed, failed_tests=None, skipped=skipped)
+    if script.failed_tests is not None:
+        failing = [name for name in failed if name in script.failed_tests]
+    elif script.failed is not None:
+        failing = failed[: script.failed]
+    else:
+        failing = failed if script.outcome == "failed" else []
+    return replace(script, **unset, tests=failed, failed_tests=failing)
 
 
 @dataclass
@@ -179,6 +309,25 @@ class Forced:
         self.state, self.outcome, self.at, self.error_code = state, outcome, at, error_code
 
 
+@dataclass(frozen=True)
+class Cancel:
+    """A cancel request that took effect: when, why, and how far the run had got."""
+
+    at: float
+    reason: str | None
+    progress: float
+    outcome: str  # the outcome whose finished tests keep their status
+
+
+def _finished(tests: list[tuple[str, str]], progress: float) -> list[int]:
+    """Indexes of the tests done at `progress`: the first floor(n * progress) of each status."""
+    by_status: dict[str, list[int]] = {}
+    for index, (_, status) in enumerate(tests):
+        by_status.setdefault(status, []).append(index)
+    done = [i for indexes in by_status.values() for i in indexes[: math.floor(len(indexes) * progress)]]
+    return sorted(done)
+
+
 class Run:
     """A triggered run: what was sent, its script and its creation time."""
 
@@ -198,6 +347,8 @@ class Run:
         self.created_wall = time.time()  # for created_at and interval_in_days
         self.created = time.monotonic()  # for the state timeline, immune to clock changes
         self.forced: Forced | None = None
+        self.cancel: Cancel | None = None
+        self._plans: dict[str, tuple[int, list[tuple[str, str]]]] = {}
 
     def _natural(self, now: float) -> tuple[str, str, float]:
         """State, outcome and progress (0..1) from the script timeline."""
@@ -214,29 +365,76 @@ class Run:
             return "error", s.outcome, 1.0
         return ("cancelling" if running < s.run_for + CANCELLING_FOR else "cancelled"), s.outcome, 1.0
 
+    def _cancelled(self) -> Cancel | None:
+        """The cancel in effect: the latest of a cancel request and a forced state wins."""
+        if self.cancel is not None and (self.forced is None or self.forced.at <= self.cancel.at):
+            return self.cancel
+        return None
+
     def state_at(self, now: float) -> tuple[str, str, float]:
-        """State, outcome and progress, honouring a forced state."""
+        """State, outcome and progress, honouring a cancel request or a forced state."""
+        cancel = self._cancelled()
+        if cancel is not None:
+            state = "cancelling" if now < cancel.at + CANCELLING_FOR else "cancelled"
+            return state, "cancelled", cancel.progress
         if self.forced is None:
             return self._natural(now)
         _, _, progress = self._natural(self.forced.at)
         terminal = self.forced.state in TERMINAL_STATES
         return self.forced.state, self.forced.outcome, 1.0 if terminal else progress
 
-    def _final_counts(self, outcome: str) -> dict[str, int]:
-        script = self.script if self.script.outcome == outcome else RunScript(outcome=outcome)
-        return script.counts()
+    def _plan(self, outcome: str) -> tuple[int, list[tuple[str, str]]]:
+        """Total and final (name, status) of each test for an outcome (the script's, or a forced one)."""
+        if outcome not in self._plans:
+            script = self.script
+            if script.outcome != outcome:
+                keep = outcome in ("passed", "failed") and script.tests is not None
+                script = RunScript(
+                    outcome=outcome,
+                    tests=script.tests if keep else None,
+                    failed_tests=script.failed_tests if keep and outcome == "failed" else None,
+                )
+            self._plans[outcome] = (script.counts()["total"], script.plan())
+        return self._plans[outcome]
+
+    def tests_at(self, now: float) -> tuple[dict[str, int | None], list[tuple[str, str]]]:
+        """Counts and the (name, status) rows of finished tests at `now`.
+
+        Queued: no counts, no rows. Started: the total, and rows (and counts) of finished tests
+        only. Terminal: every test. Cancelled through the API: tests finished by then keep their
+        status, the rest are skipped.
+        """
+        state, outcome, progress = self.state_at(now)
+        if state in ("pending", "queued"):
+            return dict.fromkeys(COUNT_KEYS), []
+        cancel = self._cancelled()
+        if cancel is not None:
+            total, planned = self._plan(cancel.outcome)
+            done = set(_finished(planned, cancel.progress))
+            rows = [(name, status if i in done else "skipped") for i, (name, status) in enumerate(planned)]
+        else:
+            total, planned = self._plan(outcome)
+            rows = planned if state in TERMINAL_STATES else [planned[i] for i in _finished(planned, progress)]
+        counts: dict[str, int | None] = {"total": total}
+        for key, status in ROW_STATUS.items():
+            counts[key] = sum(1 for _, s in rows if s == status)
+        return counts, rows
+
+    def rows(self, now: float) -> list[dict[str, Any]]:
+        """flattenedSummaryDetails: one row per finished test."""
+        return [test_row(name, status) for name, status in self.tests_at(now)[1]]
 
     def item(self, now: float) -> dict[str, Any]:
         """The run as a list item of GET /api/test-runs."""
-        state, outcome, progress = self.state_at(now)
-        counts: dict[str, int | None] = dict.fromkeys(COUNT_KEYS)
-        if state not in ("pending", "queued"):
-            final = self._final_counts(outcome)
-            # while started the total is known and the other counts grow with progress
-            counts = {k: v if k == "total" else math.floor(v * progress) for k, v in final.items()}
+        state, _, _ = self.state_at(now)
+        counts, _ = self.tests_at(now)
         duration = None
+        cancel = self._cancelled()
         if state in TERMINAL_STATES:
-            if self.forced is not None:
+            if cancel is not None:
+                ended = cancel.at + CANCELLING_FOR
+                duration = round(max(0.0, ended - self.created - self.script.queued_for) * 1000)
+            elif self.forced is not None:
                 duration = round(max(0.0, self.forced.at - self.created - self.script.queued_for) * 1000)
             else:
                 duration = round(self.script.run_for * 1000)
@@ -257,25 +455,48 @@ class Run:
             "build_branch": build.get("branch"),
             "commit": build.get("commit"),
             "created_at": iso_utc(self.created_wall),
+            "rerun_source_id": self.body.get("rerun_source_id"),
         }
 
     def detail(self, now: float, project: dict[str, Any]) -> dict[str, Any]:
-        """The run as GET /api/test-runs/{id} shows it."""
+        """The run's fields as GET /api/test-runs/{id} shows them (the same in both shapes)."""
         state, _, _ = self.state_at(now)
         error_code = None
         if state == "error":
             error_code = (self.forced.error_code if self.forced else None) or self.script.error_code
             error_code = error_code or "run_failed_with_error"
+        key = self.script.error_code_key
+        error_field: dict[str, Any]
+        if key == "error.code":
+            error_field = {"error": None if error_code is None else {"code": error_code}}
+        else:
+            error_field = {key: error_code}
         return {
             **self.item(now),
-            "error_code": error_code,
+            **error_field,
             "metadata": dict(self.body.get("metadata") or {}),
             "tags": list(self.body.get("tags") or []),
             "project": dict(project),
         }
 
+    def request_cancel(self, reason: str | None, now: float) -> str:
+        """Cancel: "cancelled" (taking effect or already cancelling), or "terminal" (nothing to do)."""
+        state, outcome, progress = self.state_at(now)
+        if state in TERMINAL_STATES:
+            return "terminal"
+        if state != "cancelling":
+            self.cancel = Cancel(now, reason, progress if state == "started" else 0.0, outcome)
+        return "cancelled"
+
+    def failed_names(self, now: float) -> list[str]:
+        """Names of the tests that failed (final once the run is terminal)."""
+        return [name for name, status in self.tests_at(now)[1] if status == "failed"]
+
     def force(self, state: str, error_code: str | None, now: float) -> None:
-        """Impose a state; "passed"/"failed" are shorthands for "ended" with those counts."""
+        """Impose a state; "passed"/"failed" are shorthands for "ended" with those counts.
+
+        Unlike the cancel route, a forced "cancelled" keeps the fixed counts of that outcome.
+        """
         if state in ("passed", "failed"):
             state, outcome = "ended", state
         elif state == "ended":

@@ -13,10 +13,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .models import DEFAULT_STATUS, ENVIRONMENTS, Fault, RecordedRequest, Run, RunScript
+from .models import (
+    DEFAULT_STATUS,
+    ENVIRONMENTS,
+    SHAPES,
+    TERMINAL_STATES,
+    Fault,
+    RecordedRequest,
+    Run,
+    RunScript,
+    rerun_script,
+)
 
 if TYPE_CHECKING:
     import socket
@@ -27,6 +38,12 @@ if TYPE_CHECKING:
 MAX_RECORDED = 100_000  # bounds memory when polled for hours; oldest requests are dropped
 
 
+def _check_shape(shape: Any) -> str:
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    return str(shape)
+
+
 def _check_delay(seconds: Any) -> float:
     """A response delay: a number of seconds >= 0."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
@@ -35,7 +52,13 @@ def _check_delay(seconds: Any) -> float:
 
 
 class Emulator:
-    """A local, scriptable stand-in for the Empirical test-runs API."""
+    """A local, scriptable stand-in for the Empirical test-runs API.
+
+    ``shape`` selects the answer of GET /api/test-runs/{id}: "nested" (the run under
+    data.test_run.testRun beside data.test_run.flattenedSummaryDetails, as Empirical's own suite
+    reads it) or "flat" (the run fields directly under data.test_run). ``response_delay`` adds
+    that many seconds before every /api/ answer.
+    """
 
     def __init__(
         self,
@@ -45,6 +68,7 @@ class Emulator:
         verbose: bool = False,
         tls: tuple[str, str] | None = None,
         response_delay: float = 0.0,
+        shape: str = "nested",
     ) -> None:
         self.api_keys: dict[str, int] = dict(api_keys if api_keys is not None else {"emulator-key": 1})
         if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in self.api_keys.values()):
@@ -67,6 +91,8 @@ class Emulator:
         self._requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
         self._initial_delay = _check_delay(response_delay)
         self._response_delay = self._initial_delay
+        self._initial_shape = _check_shape(shape)
+        self._shape = self._initial_shape
 
     @staticmethod
     def _make_project(pid: int) -> dict[str, Any]:
@@ -192,10 +218,22 @@ class Emulator:
         with self._lock:
             self._response_delay = value
 
+    @property
+    def shape(self) -> str:
+        """The shape of GET /api/test-runs/{id}: "nested" or "flat"."""
+        return self._shape
+
+    def set_shape(self, shape: str) -> None:
+        """Answer GET /api/test-runs/{id} in this shape from now on ("nested" or "flat")."""
+        value = _check_shape(shape)
+        with self._lock:
+            self._shape = value
+
     def reset(self) -> None:
         """Forget runs, faults, queued scripts and recorded requests; restore the constructor's settings."""
         with self._lock:
             self._response_delay = self._initial_delay
+            self._shape = self._initial_shape
             self._runs.clear()
             self._next_id = 1
             self._queue.clear()
@@ -251,7 +289,7 @@ class Emulator:
         with self._lock:
             run = self._runs[run_id]
             run.force(state, error_code, time.monotonic())
-            return run.detail(time.monotonic(), self._projects[run.project_id])
+            return self._inspect(run, time.monotonic())
 
     # --- inspection --------------------------------------------------------------------------------
 
@@ -272,10 +310,18 @@ class Emulator:
 
     @property
     def runs(self) -> list[dict[str, Any]]:
-        """Every run as GET /api/test-runs/{id} would show it, oldest first."""
+        """Every run, oldest first: its fields as GET /api/test-runs/{id} shows them (flat), plus
+        for inspection only `cancel_reason` (of a cancel through the API) and `tests` (its rows)."""
         now = time.monotonic()
         with self._lock:
-            return [run.detail(now, self._projects[run.project_id]) for run in self._runs.values()]
+            return [self._inspect(run, now) for run in self._runs.values()]
+
+    def _inspect(self, run: Run, now: float) -> dict[str, Any]:
+        return {
+            **run.detail(now, self._projects[run.project_id]),
+            "cancel_reason": run.cancel.reason if run.cancel else None,
+            "tests": run.rows(now),
+        }
 
     def trigger_body(self, run_id: int) -> dict[str, Any]:
         """The JSON body that created a run, as stored (KeyError if unknown)."""
@@ -319,22 +365,73 @@ class Emulator:
         if environment is None:
             available = ", ".join(e["slug"] for e in ENVIRONMENTS)
             return error(400, f"environment: unknown environment {slug!r} (available: {available})")
+        now = time.monotonic()
         with self._lock:
             source = self._runs.get(body.get("rerun_source_id", 0))
             if "rerun_source_id" in body and (source is None or source.project_id != project_id):
                 return error(404, f"rerun_source_id: test run {body['rerun_source_id']} not found")
             script = self._queue.popleft() if self._queue else self._env_scripts.get(slug, self._default)
+            if source is not None:
+                script = self._rerun_script(script, source, body.get("rerun_only_failed") is True, now)
             run = Run(self._next_id, project_id, dict(environment), script, json.loads(json.dumps(body)))
             self._runs[run.id] = run
             self._next_id += 1
             return run.item(time.monotonic())
 
-    def _run_detail(self, project_id: int, run_id: int) -> dict[str, Any] | None:
+    @staticmethod
+    def _rerun_script(script: RunScript, source: Run, only_failed: bool, now: float) -> RunScript:
+        """A re-run runs the source's tests, or only its failed ones once it has completed."""
+        if only_failed and source.state_at(now)[0] in TERMINAL_STATES:
+            return rerun_script(script, source.failed_names(now))
+        if script.tests is None and source.script.tests is not None:
+            try:
+                return replace(script, tests=source.script.tests)
+            except ValueError:  # the script's counts do not fit those tests: keep it as given
+                return script
+        return script
+
+    def _run_view(
+        self, project_id: int, run_id: int
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], str] | None:
+        """(run fields, per-test rows, project, shape) of a run, or None when not visible."""
+        now = time.monotonic()
         with self._lock:
             run = self._runs.get(run_id)
             if run is None or run.project_id != project_id:
                 return None
-            return run.detail(time.monotonic(), self._projects[project_id])
+            project = self._projects[project_id]
+            return run.detail(now, project), run.rows(now), dict(project), self._shape
+
+    def _cancel(self, project_id: int, run_id: int, reason: str | None) -> tuple[str, str] | None:
+        """("cancelled" | "terminal", state before), or None when the run is not visible."""
+        now = time.monotonic()
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.project_id != project_id:
+                return None
+            before = run.state_at(now)[0]
+            return run.request_cancel(reason, now), before
+
+    def _rerun(self, project_id: int, run_id: int, only_failed: bool, notify: bool | None) -> Any:
+        """Re-run a run: the new run's list item, or the 404/400 Response."""
+        from .api import error
+
+        now = time.monotonic()
+        with self._lock:
+            source = self._runs.get(run_id)
+            if source is None or source.project_id != project_id:
+                return error(404, f"test run {run_id} not found")
+            state = source.state_at(now)[0]
+            if only_failed and state not in TERMINAL_STATES:
+                message = f"only_failed: test run {run_id} has not completed yet (state {state})"
+                return error(400, message)
+            body = json.loads(json.dumps(source.body))
+            for key in ("rerun_source_id", "rerun_only_failed"):
+                body.pop(key, None)
+            if notify is None:
+                notify = source.body.get("send_notifications", True)
+            body.update(rerun_source_id=run_id, rerun_only_failed=only_failed, send_notifications=notify)
+        return self._create_run(project_id, body)
 
     def _list_items(
         self, project_id: int, run_id: int | None, days: int | None
