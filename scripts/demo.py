@@ -2,8 +2,10 @@
 
 By default it starts the local emulator on a free loopback port and points
 `empirical_default` at it. With EMPIRICAL_API_KEY set it uses the real service instead
-(EMPIRICAL_API_URL, EMPIRICAL_PROJECT_ID optional). Airflow runs on a throwaway
-AIRFLOW_HOME (SQLite); its own log goes to a file, and a short result is printed.
+(EMPIRICAL_API_URL, EMPIRICAL_PROJECT_ID optional), and first prints the contract probe's
+report (docs/contract-probe.md): whether the real answers match what the provider reads.
+Airflow runs on a throwaway AIRFLOW_HOME (SQLite); its own log goes to a file, and a short
+result is printed.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ def main() -> int:
     emulator = None
     if os.environ.get("EMPIRICAL_API_KEY"):
         url = os.environ.get("EMPIRICAL_API_URL", "https://api.empirical.run")
-        extra = {"project_id": os.environ["EMPIRICAL_PROJECT_ID"]} if os.environ.get("EMPIRICAL_PROJECT_ID") else {}
-        conn = {"conn_type": "empirical", "host": url, "password": os.environ["EMPIRICAL_API_KEY"], "extra": extra}
+        project_id = os.environ.get("EMPIRICAL_PROJECT_ID")
+        extra = {"project_id": project_id} if project_id else {}
+        key = os.environ["EMPIRICAL_API_KEY"]
+        conn = {"conn_type": "empirical", "host": url, "password": key, "extra": extra}
         target = f"the Empirical service at {url}"
     else:
         emulator, url, key = start_emulator(home)
@@ -60,12 +64,21 @@ def main() -> int:
                 "EMPIRICAL_POLL_INTERVAL": os.environ.get("EMPIRICAL_POLL_INTERVAL", "1"),
             }
         )
+        if emulator is None:
+            print_probe_report()
         print(f"Running DAG {DAG_ID!r} in Airflow against {target} ...", flush=True)
         return run_dag(home)
     finally:
         if emulator is not None:
             emulator.terminate()
             emulator.wait(timeout=10)
+
+
+def print_probe_report() -> None:
+    """Against the real service, show first whether its answers match what the provider reads."""
+    print("Checking the Empirical API contract (read-only, see docs/contract-probe.md) ...", flush=True)
+    code = subprocess.call([sys.executable, "-m", "airflow_provider_empirical.probe"])
+    print(f"Contract probe exit code {code}; continuing with the DAG run.\n", flush=True)
 
 
 def run_dag(home: Path) -> int:
