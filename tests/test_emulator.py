@@ -550,6 +550,100 @@ def test_scripts_are_fifo_then_per_environment_then_default(emu: Emulator, clien
     assert (runs[2]["failed_count"], runs[3]["failed_count"]) == (3, 0)
 
 
+# --- cancel ----------------------------------------------------------------------------------------
+
+
+def cancel(client: httpx.Client, run_id: int | str, **body: Any) -> httpx.Response:
+    return client.post(f"/api/test-runs/{run_id}/cancel", json=body if body else None)
+
+
+def test_cancel_goes_cancelling_then_cancelled_and_records_the_reason(emu: Emulator,
+                                                                     client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=60))
+    put(client)
+    time.sleep(0.05)
+    answer = cancel(client, 1, reason="Deployment rolled back")
+    assert answer.status_code == 200
+    assert set(answer.json()) == {"message"} and answer.json()["message"]
+    assert get_run(client, "/api/test-runs/1")["state"] == "cancelling"
+    again = cancel(client, 1, reason="second try")  # harmless while cancelling
+    assert again.status_code == 200 and "message" in again.json()
+    assert states_until(client, 1, "cancelled")[-1] == "cancelled"
+    public = get_run(client, "/api/test-runs/1")
+    assert "cancel_reason" not in public and public["duration"] is not None
+    inspected = emu.runs[0]
+    assert inspected["cancel_reason"] == "Deployment rolled back" and inspected["state"] == "cancelled"
+    with new_client(emu.url, None) as control:
+        assert control.get("/_emulator/runs").json()[0]["cancel_reason"] == "Deployment rolled back"
+        page = control.get("/test-runs/1").text
+        assert "Deployment rolled back" in page and "cancelled" in page
+    recorded = [r for r in emu.requests if r.path == "/api/test-runs/1/cancel"]
+    assert [(r.method, r.json) for r in recorded] == [("POST", {"reason": "Deployment rolled back"}),
+                                                      ("POST", {"reason": "second try"})]
+    assert emu.count("POST", "/api/test-runs/1/cancel") == 2
+
+
+def test_cancel_keeps_finished_tests_and_skips_the_rest(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=1.0, outcome="failed"), RunScript(queued_for=60))
+    put(client)
+    put(client)
+    time.sleep(0.5)
+    before = get_run(client, "/api/test-runs/1")
+    assert cancel(client, 1).status_code == 200
+    assert cancel(client, 2).status_code == 200  # a queued run can be cancelled too
+    time.sleep(0.6)
+    after, rows = get_run(client, "/api/test-runs/1"), rows_of(client, 1)
+    assert after["state"] == "cancelled" and after["total_count"] == 24 and len(rows) == 24
+    assert after["success_count"] >= before["success_count"] and after["success_count"] < 20
+    assert after["failed_count"] <= 3
+    assert after["success_count"] + after["failed_count"] + after["skipped_count"] == 24
+    assert tally(rows)["skipped"] == after["skipped_count"]
+    queued = get_run(client, "/api/test-runs/2")
+    assert (queued["state"], queued["total_count"], queued["skipped_count"]) == ("cancelled", 24, 24)
+    assert emu.runs[0]["cancel_reason"] is None
+
+
+@pytest.mark.parametrize("script", [RunScript(queued_for=0, run_for=0),
+                                    RunScript(queued_for=0, run_for=0, outcome="error"),
+                                    RunScript(queued_for=0, run_for=0, outcome="cancelled")])
+def test_cancel_of_a_terminal_run_is_412(emu: Emulator, client: httpx.Client, script: RunScript) -> None:
+    emu.queue_runs(script)
+    put(client)
+    time.sleep(0.55)  # a scripted cancel passes through cancelling first
+    state = get_run(client, "/api/test-runs/1")["state"]
+    answer = cancel(client, 1, reason="too late")
+    assert answer.status_code == 412 and state in answer.json()["error"]["message"]
+    assert get_run(client, "/api/test-runs/1")["state"] == state
+    assert emu.runs[0]["cancel_reason"] is None
+
+
+def test_cancel_errors(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=60))
+    put(client)
+    assert cancel(client, 9).status_code == 404
+    assert cancel(client, "abc").status_code == 404
+    with new_client(emu.url, OTHER_KEY) as other:
+        assert cancel(other, 1).status_code == 404
+    with new_client(emu.url, None) as anon:
+        assert cancel(anon, 1).status_code == 401
+    assert cancel(client, 1, reason=5).status_code == 400
+    assert client.post("/api/test-runs/1/cancel", content=b"[1]").status_code == 400
+    assert client.post("/api/test-runs/1/cancel", content=b"{").status_code == 400
+    assert client.get("/api/test-runs/1/cancel").status_code == 405
+    assert get_run(client, "/api/test-runs/1")["state"] == "queued"
+    assert client.post("/api/test-runs/1/cancel").status_code == 200  # no body at all
+    emu.add_fault(method="POST", path="/api/test-runs/*/cancel", status=503)
+    assert cancel(client, 1).status_code == 503
+
+
+def test_finish_run_after_cancel_wins(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=60))
+    put(client)
+    cancel(client, 1)
+    assert emu.finish_run(1, "failed")["state"] == "ended"
+    assert cancel(client, 1).status_code == 412
+
+
 # --- faults ----------------------------------------------------------------------------------------
 
 
@@ -745,6 +839,10 @@ def test_dashboard_pages_need_no_auth(emu: Emulator, client: httpx.Client) -> No
         assert page.status_code == 200
         assert "ended" in page.text and "nightly&lt;e2e&gt;" in page.text and "Production" in page.text
         assert browser.get("/test-runs/2").status_code == 404
+        assert "/demo/test-runs/1" in index.text
+        slugged = browser.get("/demo/test-runs/1")
+        assert slugged.status_code == 200 and "nightly&lt;e2e&gt;" in slugged.text
+        assert browser.get("/other/test-runs/1").status_code == 404
 
 
 # --- lifecycle of the server -----------------------------------------------------------------------

@@ -488,8 +488,12 @@ def _error_code(run: dict[str, Any]) -> Any:
 
 
 def handle_dashboard(emu: Emulator, method: str, path: str) -> Response:
-    """Read-only HTML pages so "view run" links work offline."""
-    match = re.fullmatch(r"/test-runs/([0-9]{1,18})/?", path)
+    """Read-only HTML pages so "view run" links work offline.
+
+    A run's page answers at /<project slug>/test-runs/<id> (the real dashboard's form) and at
+    /test-runs/<id>; a slug that is not the run's project is a 404.
+    """
+    match = re.fullmatch(r"/(?:([A-Za-z0-9][A-Za-z0-9_-]*)/)?test-runs/([0-9]{1,18})/?", path)
     if path != "/" and not match:
         return _page(404, "Not found", f"<p>No page at {html.escape(path)}</p>")
     if method != "GET":
@@ -497,16 +501,20 @@ def handle_dashboard(emu: Emulator, method: str, path: str) -> Response:
     runs = emu.runs
     if not match:
         lines = "".join(
-            f"<tr><td><a href='/test-runs/{r['id']}'>#{r['id']}</a></td><td>{html.escape(r['state'])}</td>"
+            f"<tr><td><a href='{_href(r['project']['slug'], r['id'])}'>#{r['id']}</a></td>"
+            f"<td>{html.escape(r['state'])}</td>"
             f"<td>{html.escape(r['environment_slug'])}</td><td>{html.escape(r['test_run_branch'])}</td>"
             f"<td>{html.escape(r['created_at'])}</td></tr>"
             for r in reversed(runs)
         )
         head = "<tr><th>Run</th><th>State</th><th>Environment</th><th>Branch</th><th>Created</th></tr>"
         return _page(200, "Test runs", f"<table>{head}{lines}</table>" if runs else "<p>No runs yet.</p>")
-    run = next((r for r in runs if r["id"] == int(match.group(1))), None)
-    if run is None:
-        return _page(404, "Not found", f"<p>No test run {html.escape(match.group(1))}</p>")
+    slug, run_id = match.group(1), int(match.group(2))
+    run = next((r for r in runs if r["id"] == run_id), None)
+    if run is None or (slug is not None and slug != run["project"]["slug"]):
+        return _page(
+            404, "Not found", f"<p>No test run {run_id}{' in ' + html.escape(slug) if slug else ''}</p>"
+        )
     duration = "-" if run["duration"] is None else f"{run['duration'] / 1000:.1f} s"
     counts = ", ".join(f"{run[k + '_count']} {k}" for k in ("success", "failed", "skipped", "flaky"))
     rows: list[tuple[str, Any]] = [
@@ -518,9 +526,22 @@ def handle_dashboard(emu: Emulator, method: str, path: str) -> Response:
         ("Commit", run["commit"] or "-"),
         ("Build", run["build_url"] or "-"),
         ("Error code", _error_code(run) or "-"),
+        ("Cancel reason", run["cancel_reason"] or "-"),
         ("Created", run["created_at"]),
         ("Project", run["project"]["name"]),
         ("Tags", ", ".join(run["tags"]) or "-"),
     ]
     rows += [(f"metadata.{k}", v) for k, v in run["metadata"].items()]
-    return _page(200, f"Test run #{run['id']}", _table(rows) + "<p><a href='/'>All runs</a></p>")
+    content = _table(rows)
+    source = run["rerun_source_id"]
+    if source is not None:
+        content += f"<p>Re-run of <a href='{_href(run['project']['slug'], source)}'>#{source}</a></p>"
+    failed = [t["name"] for t in run["tests"] if t["status"] == "failed"]
+    if failed:
+        items = "".join(f"<li>{html.escape(name)}</li>" for name in failed)
+        content += f"<h2>Failed tests</h2><ul>{items}</ul>"
+    return _page(200, f"Test run #{run['id']}", content + "<p><a href='/'>All runs</a></p>")
+
+
+def _href(slug: str, run_id: int) -> str:
+    return f"/{html.escape(slug)}/test-runs/{run_id}"
