@@ -183,6 +183,10 @@ def check_run(report: Report, section: str, payload: Any) -> tuple[int | None, b
     shape, levels = locate_run(payload)
     report.shape = shape
     report.add(section, "shape", shape != "none", shape, True)
+    if shape == "none":  # no run fields to look at: say only what the answer holds instead
+        unknown_keys(report, section, "the answer", payload, {"data"})
+        unknown_keys(report, section, "data", dig(payload, "data"), {"test_run", "project"})
+        return None, False
     for name in RUN_FIELDS:
         value, where = find(levels, name)
         detail = shown(name, value) + (f" (at {where})" if where and where != levels[0][0] else "")
