@@ -644,6 +644,118 @@ def test_finish_run_after_cancel_wins(emu: Emulator, client: httpx.Client) -> No
     assert cancel(client, 1).status_code == 412
 
 
+# --- re-run ----------------------------------------------------------------------------------------
+
+
+def rerun(client: httpx.Client, run_id: int | str, **body: Any) -> httpx.Response:
+    return client.post(f"/api/test-runs/{run_id}/re-run", json=body)
+
+
+def test_rerun_answers_like_the_trigger_and_reuses_the_source(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(FAST, RunScript(queued_for=60))
+    source_body = {"environment": "staging", "build": {"branch": "release", "url": "https://ci/9", "commit": "c1"},
+                   "environment_variables_overrides": [{"name": "BASE_URL", "value": "https://x"}],
+                   "tags": ["@smoke"], "send_notifications": False}
+    assert client.put("/api/test-runs", json=source_body).status_code == 200
+    answer = rerun(client, 1)
+    assert answer.status_code == 200
+    body = answer.json()
+    created_at = body["data"]["test_run"].pop("created_at")
+    assert ISO_MS_Z.match(created_at)
+    assert body == {"data": {"trigger": {"success": True},
+                             "test_run": {"id": 2, "state": "queued", "test_run_branch": "release"}}}
+    stored = emu.trigger_body(2)
+    assert stored == {**source_body, "rerun_source_id": 1, "rerun_only_failed": False}
+    run = get_run(client, "/api/test-runs/2")
+    assert run["rerun_source_id"] == 1 and run["environment_slug"] == "staging" and run["total_count"] is None
+    items = client.get("/api/test-runs").json()["data"]["test_runs"]["items"]
+    assert [(i["id"], i["rerun_source_id"]) for i in items] == [(2, 1), (1, None)]
+    assert rerun(client, 1, send_notifications=True).status_code == 200
+    assert emu.trigger_body(3)["send_notifications"] is True
+    with new_client(emu.url, None) as browser:
+        assert "/demo/test-runs/1" in browser.get("/test-runs/2").text  # links to its source
+    recorded = [(r.method, r.path, r.json) for r in emu.requests if r.path.endswith("/re-run")]
+    assert recorded == [("POST", "/api/test-runs/1/re-run", {}),
+                        ("POST", "/api/test-runs/1/re-run", {"send_notifications": True})]
+
+
+@pytest.mark.parametrize(("outcome", "statuses"), [("passed", ["passed"] * 3), ("failed", ["failed"] * 3)])
+def test_rerun_only_failed_runs_just_those_tests(emu: Emulator, client: httpx.Client, outcome: str,
+                                                 statuses: list[str]) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed"))
+    emu.set_default_script(RunScript(queued_for=0, run_for=0, outcome=outcome))
+    put(client)
+    failed = [(r["name"], r["pw_test_id"]) for r in rows_of(client, 1) if r["status"] == "failed"]
+    assert len(failed) == 3
+    assert rerun(client, 1, only_failed=True).status_code == 200
+    run, rows = get_run(client, "/api/test-runs/2"), rows_of(client, 2)
+    assert [(r["name"], r["pw_test_id"]) for r in rows] == failed
+    assert [r["status"] for r in rows] == statuses
+    assert run["total_count"] == 3 and run["rerun_source_id"] == 1
+    assert run["failed_count"] == statuses.count("failed") and run["success_count"] == statuses.count("passed")
+    assert emu.trigger_body(2)["rerun_only_failed"] is True
+    with new_client(emu.url, None) as browser:
+        page = browser.get("/test-runs/2").text
+        assert (html_escaped(failed[0][0]) in page) == (outcome == "failed")
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def test_rerun_only_failed_of_scripted_names(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed", tests=["a", "b", "c", "d"],
+                             failed_tests=["b", "d"]),
+                   RunScript(queued_for=0, run_for=0, outcome="failed", failed_tests=["d"]),
+                   RunScript(queued_for=0, run_for=0, outcome="passed"))
+    put(client)
+    rerun(client, 1, only_failed=True)
+    assert [(r["name"], r["status"]) for r in rows_of(client, 2)] == [("b", "passed"), ("d", "failed")]
+    rerun(client, 1)  # a full re-run runs the source's tests again
+    assert [r["name"] for r in rows_of(client, 3)] == ["a", "b", "c", "d"]
+    assert get_run(client, "/api/test-runs/3")["failed_count"] == 0
+
+
+def test_put_with_rerun_only_failed_matches_the_rerun_route(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed"), RunScript(queued_for=60))
+    emu.set_default_script(FAST)
+    put(client)
+    put(client)
+    assert put(client, rerun_source_id=1, rerun_only_failed=True).status_code == 200
+    assert get_run(client, "/api/test-runs/3")["total_count"] == 3
+    # the trigger PUT is lenient: a source not yet completed gets a full run
+    assert put(client, rerun_source_id=2, rerun_only_failed=True).status_code == 200
+    assert get_run(client, "/api/test-runs/4")["total_count"] == 24
+
+
+def test_rerun_errors(emu: Emulator, client: httpx.Client) -> None:
+    emu.queue_runs(RunScript(queued_for=60))
+    put(client)
+    assert rerun(client, 9).status_code == 404
+    assert rerun(client, "x").status_code == 404
+    with new_client(emu.url, OTHER_KEY) as other:
+        assert rerun(other, 1).status_code == 404
+    with new_client(emu.url, None) as anon:
+        assert rerun(anon, 1).status_code == 401
+    for body, field in (({"only_failed": "yes"}, "only_failed"), ({"send_notifications": 1}, "send_notifications"),
+                        ({"only_failed": None}, "only_failed")):
+        answer = rerun(client, 1, **body)
+        assert answer.status_code == 400 and answer.json()["error"]["message"].startswith(f"{field}: ")
+    assert client.post("/api/test-runs/1/re-run", content=b"[]").status_code == 400
+    assert client.post("/api/test-runs/1/re-run", content=b"{").status_code == 400
+    not_done = rerun(client, 1, only_failed=True)
+    assert not_done.status_code == 400
+    assert not_done.json()["error"]["message"].startswith("only_failed: ") and "queued" in not_done.json()[
+        "error"]["message"]
+    assert len(emu.runs) == 1
+    assert client.post("/api/test-runs/1/re-run").status_code == 200  # no body: a full re-run
+    emu.add_fault(method="POST", path="/api/test-runs/*/re-run", status=504, after_create=True)
+    assert rerun(client, 1).status_code == 504
+    assert len(emu.runs) == 3
+
+
 # --- faults ----------------------------------------------------------------------------------------
 
 
