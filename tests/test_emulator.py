@@ -473,6 +473,38 @@ def test_list_filters_and_pagination(emu: Emulator, client: httpx.Client) -> Non
     assert ids(interval_in_days=1) == [5, 4, 3, 2, 1]
 
 
+def test_list_interval_environment_ids_and_empty_pages(emu: Emulator, client: httpx.Client) -> None:
+    from airflow_provider_empirical.emulator.models import ENVIRONMENTS
+
+    assert [(e["id"], e["slug"]) for e in ENVIRONMENTS] == [(1, "production"), (2, "staging"),
+                                                          (3, "development")]
+    emu.set_default_script(RunScript(queued_for=60))
+    for environment in ("production", "staging", "development"):
+        put(client, environment=environment)
+    emu._runs[1].created_wall -= 3 * 86400  # created three days ago
+    emu._runs[2].created_wall -= 10 * 86400
+
+    def ids(**params: Any) -> list[int]:
+        response = client.get("/api/test-runs", params=params)
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["data"]["test_runs"]["items"]]
+
+    assert ids() == [3, 2, 1]
+    assert ids(interval_in_days=1) == [3]
+    assert ids(interval_in_days=7) == [3, 1]
+    assert ids(interval_in_days=30) == [3, 2, 1]
+    assert ids(environment_ids="2") == [2] and ids(environment_ids=" 3 , 1") == [3, 1]
+    assert ids(environment_ids="9") == []
+    items = client.get("/api/test-runs").json()["data"]["test_runs"]["items"]
+    assert [(i["environment_slug"], i["environment_name"]) for i in items] == [
+        ("development", "Development"), ("staging", "Staging"), ("production", "Production")]
+    assert all("environment_id" not in item for item in items)
+    empty = client.get("/api/test-runs", params={"branch": "nowhere"}).json()
+    assert empty["data"]["test_runs"]["items"] == []
+    assert empty["pagination"] == {"page": 1, "per_page": 20, "total": 0, "total_pages": 0}
+    assert ids(state="queued", branch="main", environment_ids="1,2", per_page=1) == [2]
+
+
 @pytest.mark.parametrize(("params", "field"), [
     ({"per_page": 0}, "per_page"), ({"per_page": 101}, "per_page"), ({"per_page": "x"}, "per_page"),
     ({"page": 0}, "page"), ({"result": "green"}, "result"), ({"environment_ids": "1,b"}, "environment_ids"),
