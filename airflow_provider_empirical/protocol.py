@@ -115,7 +115,7 @@ class RetryPolicy:
         return pause
 
 
-_DELAY_SECONDS = re.compile(r"\d{1,12}(\.\d{1,9})?")
+_DELAY_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
