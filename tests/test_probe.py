@@ -177,6 +177,17 @@ def test_list_without_items_is_a_mismatch(
     assert finding(out, "unknown keys in data") == "info runs"
 
 
+def test_2xx_that_is_not_json_is_a_mismatch(
+    env_key: Emulator, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    (run_id,) = make_runs(env_key, "passed")
+    env_key.add_fault(path=f"/api/test-runs/{run_id}", status=200, body=f"<html>{API_KEY}</html>", times=-1)
+    code, out, _ = probe(capsys, caplog)
+    assert code == 1, out
+    assert finding(out, "JSON body").startswith("MISSING HTTP 200")
+    assert "Verdict: MISMATCH" in out
+
+
 def test_unknown_states_and_error_code_are_reported(
     env_key: Emulator, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
