@@ -315,7 +315,8 @@ def tally(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Client) -> None:
-    emu.queue_runs(*(RunScript(queued_for=0, run_for=0, outcome=o) for o in ("passed", "failed", "cancelled")),
+    outcomes = ("passed", "failed", "cancelled")
+    emu.queue_runs(*(RunScript(queued_for=0, run_for=0, outcome=o) for o in outcomes),
                    RunScript(queued_for=0, run_for=0, total=6, failed=1, flaky=2, skipped=1))
     for _ in range(4):
         put(client)
@@ -331,21 +332,21 @@ def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Cli
             assert (row["slug"] is not None) == (row["status"] in ("failed", "flaky"))
         assert len({r["name"] for r in rows}) == len(rows)
     failed = [r["name"] for r in rows_of(client, 2) if r["status"] == "failed"]
-    assert failed == ["onboarding \u203a shows only matching cards #21", "checkout \u203a keeps items after reload #22",
-                      "login \u203a updates the avatar #23"]
+    assert failed == ["onboarding \u203a shows only matching cards #21",
+                      "checkout \u203a keeps items after reload #22", "login \u203a updates the avatar #23"]
     assert [r["pw_test_id"] for r in rows_of(client, 1)] == [r["pw_test_id"] for r in rows_of(client, 2)]
     assert tally(rows_of(client, 4)) == {"passed": 2, "failed": 1, "flaky": 2, "skipped": 1}
 
 
 def test_scripted_test_names_and_failures(emu: Emulator, client: httpx.Client) -> None:
-    names = ["login works", "cart › keeps items", "search finds"]
+    names = ["login works", "cart \u203a keeps items", "search finds"]
     emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed", tests=names,
                              failed_tests=["search finds", "login works"]),
                    RunScript(queued_for=0, run_for=0, failed_tests=["only this fails"], total=3))
     put(client)
     put(client)
     assert [(r["name"], r["status"]) for r in rows_of(client, 1)] == [
-        ("login works", "failed"), ("cart › keeps items", "passed"), ("search finds", "failed")]
+        ("login works", "failed"), ("cart \u203a keeps items", "passed"), ("search finds", "failed")]
     run = get_run(client, "/api/test-runs/1")
     assert (run["total_count"], run["success_count"], run["failed_count"]) == (3, 1, 2)
     second = rows_of(client, 2)
@@ -383,7 +384,8 @@ def test_started_run_shows_finished_tests_only(emu: Emulator, client: httpx.Clie
     ("errorCode", {"errorCode": "merge_conflict"}),
     ("error.code", {"error": {"code": "merge_conflict"}}),
 ])
-def test_error_code_spellings(emu: Emulator, client: httpx.Client, key: str, expected: dict[str, Any]) -> None:
+def test_error_code_spellings(emu: Emulator, client: httpx.Client, key: str,
+                              expected: dict[str, Any]) -> None:
     emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="error", error_code="merge_conflict",
                              error_code_key=key))
     put(client)
@@ -392,8 +394,8 @@ def test_error_code_spellings(emu: Emulator, client: httpx.Client, key: str, exp
     others = {"error_code", "errorCode", "error"} - set(expected)
     assert not others & set(run)
     with new_client(emu.url, None) as control:
-        queued = control.post("/_emulator/runs/queue", json={"outcome": "error", "error_code_key": "errorCode",
-                                                             "queued_for": 0, "run_for": 0})
+        script = {"outcome": "error", "error_code_key": "errorCode", "queued_for": 0, "run_for": 0}
+        queued = control.post("/_emulator/runs/queue", json=script)
         assert queued.status_code == 200
     put(client)
     assert get_run(client, "/api/test-runs/2")["errorCode"] == "run_failed_with_error"
@@ -421,7 +423,8 @@ def test_cases_endpoint_lists_executed_tests(emu: Emulator, client: httpx.Client
 def test_control_api_shape(emu: Emulator, client: httpx.Client) -> None:
     put(client)
     with new_client(emu.url, None) as control:
-        assert control.post("/_emulator/shape", json={"shape": "flat"}).json() == {"ok": True, "shape": "flat"}
+        answer = control.post("/_emulator/shape", json={"shape": "flat"})
+        assert answer.json() == {"ok": True, "shape": "flat"}
         assert client.get("/api/test-runs/1").json()["data"]["test_run"]["id"] == 1
         assert control.post("/_emulator/shape", json={"shape": "deep"}).status_code == 400
         assert control.post("/_emulator/shape", json={}).status_code == 400
@@ -685,7 +688,8 @@ def rerun(client: httpx.Client, run_id: int | str, **body: Any) -> httpx.Respons
 
 def test_rerun_answers_like_the_trigger_and_reuses_the_source(emu: Emulator, client: httpx.Client) -> None:
     emu.queue_runs(FAST, RunScript(queued_for=60))
-    source_body = {"environment": "staging", "build": {"branch": "release", "url": "https://ci/9", "commit": "c1"},
+    source_body = {"environment": "staging",
+                   "build": {"branch": "release", "url": "https://ci/9", "commit": "c1"},
                    "environment_variables_overrides": [{"name": "BASE_URL", "value": "https://x"}],
                    "tags": ["@smoke"], "send_notifications": False}
     assert client.put("/api/test-runs", json=source_body).status_code == 200
@@ -724,7 +728,8 @@ def test_rerun_only_failed_runs_just_those_tests(emu: Emulator, client: httpx.Cl
     assert [(r["name"], r["pw_test_id"]) for r in rows] == failed
     assert [r["status"] for r in rows] == statuses
     assert run["total_count"] == 3 and run["rerun_source_id"] == 1
-    assert run["failed_count"] == statuses.count("failed") and run["success_count"] == statuses.count("passed")
+    assert run["failed_count"] == statuses.count("failed")
+    assert run["success_count"] == statuses.count("passed")
     assert emu.trigger_body(2)["rerun_only_failed"] is True
     with new_client(emu.url, None) as browser:
         page = browser.get("/test-runs/2").text
@@ -771,8 +776,8 @@ def test_rerun_errors(emu: Emulator, client: httpx.Client) -> None:
         assert rerun(other, 1).status_code == 404
     with new_client(emu.url, None) as anon:
         assert rerun(anon, 1).status_code == 401
-    for body, field in (({"only_failed": "yes"}, "only_failed"), ({"send_notifications": 1}, "send_notifications"),
-                        ({"only_failed": None}, "only_failed")):
+    for body, field in (({"only_failed": "yes"}, "only_failed"), ({"only_failed": None}, "only_failed"),
+                        ({"send_notifications": 1}, "send_notifications")):
         answer = rerun(client, 1, **body)
         assert answer.status_code == 400 and answer.json()["error"]["message"].startswith(f"{field}: ")
     assert client.post("/api/test-runs/1/re-run", content=b"[]").status_code == 400
