@@ -7,14 +7,20 @@ and used by both HTTP drivers, and its `redact` is the one place that hides the 
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
+import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import SplitResult, quote, urlsplit
 
 from airflow_provider_empirical import __version__
 from airflow_provider_empirical.errors import EmpiricalValidationError
 from airflow_provider_empirical.get_provider_info import API_URL, DASHBOARD_URL
+from airflow_provider_empirical.validation import positive_int, positive_number
 
 DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 3600.0
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -28,6 +34,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _checked_url(url: str, field: str, what: str) -> SplitResult:
+    """An http(s) URL with a host and no credentials (they would leak in links and errors)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EmpiricalValidationError(f"{what} {url[:100]!r} is not an http(s) URL with a host", field=field)
+    if parts.username is not None or parts.password is not None:
+        raise EmpiricalValidationError(
+            f"{what} must not contain a user name or password (put the API key in the password field)",
+            field=field,
+        )
+    return parts
+
+
 def normalize_api_url(url: str | None, port: int | None = None) -> str:
     """Return the API base URL without a trailing `/api`, refusing clear text off this machine.
 
@@ -36,10 +55,8 @@ def normalize_api_url(url: str | None, port: int | None = None) -> str:
     url = (url or "").strip() or API_URL
     if "://" not in url:
         url = "https://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EmpiricalValidationError(f"API URL {url!r} is not an http(s) URL with a host", field="host")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    parts = _checked_url(url, "host", "API URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         raise EmpiricalValidationError(
             f"API URL {url!r} uses plain http: the API key would travel in clear text. "
             "Use https (plain http is allowed only for loopback hosts such as a local emulator).",
@@ -50,29 +67,113 @@ def normalize_api_url(url: str | None, port: int | None = None) -> str:
     return base.removesuffix("/api")
 
 
+def _api_key(value: Any) -> str:
+    """The key, stripped once; characters an HTTP header cannot carry are refused, never shown."""
+    if not isinstance(value, str) or not value.strip():
+        raise EmpiricalValidationError(
+            "has no API key: set its password (labelled 'API key' in the UI)", field="password"
+        )
+    key = value.strip()
+    if not all(33 <= ord(char) < 127 for char in key):
+        raise EmpiricalValidationError(
+            "has an API key (password field) with characters an HTTP header cannot carry (a line "
+            "break, a space, a control or non-ASCII character): copy the key from the Empirical "
+            "dashboard again",
+            field="password",
+        )
+    return key
+
+
+def _timeout(value: Any) -> float:
+    seconds = positive_number(value, "timeout")
+    if not math.isfinite(seconds) or seconds > MAX_TIMEOUT:
+        raise EmpiricalValidationError(
+            f"extra field `timeout` must be at most {MAX_TIMEOUT:.0f} seconds", field="timeout"
+        )
+    return seconds
+
+
+def _slug(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value.strip()):
+        raise EmpiricalValidationError(
+            "extra field `project_slug` must be the project's slug as in its dashboard URL (letters, "
+            "digits, '.', '_' and '-')",
+            field="project_slug",
+        )
+    return value.strip()
+
+
+def _ca_bundle(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not os.path.isfile(value):
+        raise EmpiricalValidationError(
+            "extra field `ca_bundle` must be the path of a PEM file of trusted CA certificates "
+            "that exists on the worker and the triggerer",
+            field="ca_bundle",
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class ApiConfig:
-    """Everything needed to talk to one Empirical project. The key is kept out of `repr`."""
+    """Everything needed to talk to one Empirical project, checked once. The key is kept out of `repr`.
+
+    Values may arrive raw from a connection's extra (strings from a form); each is checked and
+    normalised here, and an error names the connection field to fix, never a secret value.
+    """
 
     api_key: str = field(repr=False)
     base_url: str = API_URL
     project_id: int | None = None
     timeout: float = DEFAULT_TIMEOUT
     dashboard_url: str = DASHBOARD_URL
+    project_slug: str | None = None
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.api_key, str) or not self.api_key.strip():
-            raise EmpiricalValidationError("the API key is empty", field="password")
-        object.__setattr__(self, "base_url", normalize_api_url(self.base_url))
-        object.__setattr__(self, "dashboard_url", self.dashboard_url.rstrip("/"))
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
 
-    def run_url(self, test_run_id: int) -> str:
-        """Link to the run's page in the dashboard (the URL scheme is undocumented; see README)."""
+        put("api_key", _api_key(self.api_key))
+        put("base_url", normalize_api_url(self.base_url))
+        project_id: Any = self.project_id  # raw from a form: "42" or ""
+        if project_id not in (None, ""):
+            try:
+                put("project_id", positive_int(project_id, "project_id"))
+            except EmpiricalValidationError as exc:
+                raise EmpiricalValidationError(f"extra field {exc.message}", field="project_id") from None
+        else:
+            put("project_id", None)
+        timeout: Any = self.timeout
+        timeout = DEFAULT_TIMEOUT if timeout in (None, "") else timeout
+        try:
+            put("timeout", _timeout(timeout))
+        except EmpiricalValidationError as exc:
+            message = exc.message if exc.message.startswith("extra") else f"extra field {exc.message}"
+            raise EmpiricalValidationError(message, field="timeout") from None
+        dashboard = str(self.dashboard_url or DASHBOARD_URL).strip()
+        _checked_url(dashboard, "dashboard_url", "extra field `dashboard_url`")
+        put("dashboard_url", dashboard.rstrip("/"))
+        put("project_slug", _slug(self.project_slug))
+        put("ca_bundle", _ca_bundle(self.ca_bundle))
+
+    def run_url(self, test_run_id: int, project_slug: str | None = None) -> str:
+        """The run's page: `<dashboard>/<project slug>/test-runs/<id>`, as Empirical's own tooling links it.
+
+        The connection's `project_slug` wins over a slug learned from the API. Without any slug
+        the link falls back to `<dashboard>/test-runs/<id>`, a guess that may not resolve.
+        """
+        slug = self.project_slug or project_slug
+        if slug:
+            return f"{self.dashboard_url}/{quote(slug, safe='')}/test-runs/{test_run_id}"
         return f"{self.dashboard_url}/test-runs/{test_run_id}"
 
     def headers(self) -> dict[str, str]:
         headers = {
-            "Authorization": f"Bearer {self.api_key.strip()}",
+            "Authorization": f"Bearer {self.api_key}",
             "Accept": "application/json",
             "User-Agent": f"airflow-provider-empirical/{__version__}",
         }
@@ -81,5 +182,8 @@ class ApiConfig:
         return headers
 
     def redact(self, text: str) -> str:
-        """Remove the key from text that came from elsewhere (a server may echo headers back)."""
-        return text.replace(self.api_key.strip(), "***") if self.api_key.strip() else text
+        """Remove the key from text that came from elsewhere (a server may echo headers back).
+
+        Call it before shortening a text: a key cut in two by truncation would no longer match.
+        """
+        return text.replace(self.api_key, "***")

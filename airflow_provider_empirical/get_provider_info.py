@@ -30,6 +30,18 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": f"Base of the links to test runs (default {DASHBOARD_URL}).",
         "schema": {"type": ["string", "null"], "format": "url"},
     },
+    "project_slug": {
+        "label": "Project slug",
+        "description": "The project's slug in dashboard links (<dashboard>/<slug>/test-runs/<id>). "
+        "Leave empty to learn it from the API.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "ca_bundle": {
+        "label": "CA bundle",
+        "description": "Path of a PEM file of CA certificates to trust (a private CA or a TLS-inspecting "
+        "proxy), on every worker and triggerer. Default: the system's.",
+        "schema": {"type": ["string", "null"]},
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -41,6 +53,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "project_id": "e.g. 42 (optional)",
         "timeout": "30",
         "dashboard_url": DASHBOARD_URL,
+        "project_slug": "e.g. acme (optional)",
+        "ca_bundle": "/etc/ssl/certs/my-ca.pem (optional)",
     },
 }
 

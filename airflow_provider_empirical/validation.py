@@ -8,12 +8,15 @@ never echoes values that may be secret (override values, metadata values).
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_provider_empirical.errors import EmpiricalValidationError
 
 BUILD_KEYS = ("url", "branch", "commit", "commit_url", "version")
+MIN_POLL_INTERVAL = 1.0
 
 
 def _fail(field: str, message: str) -> EmpiricalValidationError:
@@ -26,7 +29,7 @@ def _kind(value: Any) -> str:
 
 def positive_int(value: Any, field: str) -> int:
     """An integer >= 1; digit strings from templates are accepted, bools and floats are not."""
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         shown = repr(value) if isinstance(value, (str, int, float, type(None))) else _kind(value)
@@ -53,12 +56,22 @@ def text(value: Any, field: str) -> str:
 
 def positive_number(value: Any, field: str) -> float:
     """Seconds: a number > 0 (poll intervals, timeouts)."""
-    if isinstance(value, str):
+    if isinstance(value, str) and value.strip().isascii():
         with contextlib.suppress(ValueError):
             value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise _fail(field, f"must be a number of seconds > 0, got {value!r}"[:120])
+    if not math.isfinite(value):
+        raise _fail(field, "must be a finite number of seconds")
     return float(value)
+
+
+def poll_seconds(value: Any, field: str) -> float:
+    """A poll interval: >= 1 s, so a typo cannot turn a wait into a hot loop against the API."""
+    seconds = positive_number(value, field)
+    if seconds < MIN_POLL_INTERVAL:
+        raise _fail(field, f"must be at least {MIN_POLL_INTERVAL:g} second(s), got {seconds:g}")
+    return seconds
 
 
 def _build(value: Any, field: str) -> dict[str, str]:
@@ -79,6 +92,8 @@ def _metadata(value: Any, field: str) -> dict[str, str | int | float]:
             raise _fail(field, f"keys must be non-empty strings, got {key!r}"[:120])
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise _fail(f"{field}.{key}", f"must be a string or a number, got {_kind(item)}")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise _fail(f"{field}.{key}", "must be a finite number (NaN and infinity are not JSON)")
         result[key] = item
     return result
 
@@ -102,47 +117,71 @@ def _overrides(value: Any, field: str) -> list[dict[str, str]]:
     return result
 
 
-def _tags(value: Any, field: str) -> list[str]:
-    if not isinstance(value, (list, tuple)):
-        raise _fail(field, f"must be a list of strings such as ['@smoke'], got {_kind(value)}")
-    return [text(tag, f"{field}[{index}]") for index, tag in enumerate(value)]
+def _strings(example: str) -> Callable[[Any, str], list[str]]:
+    """A list of non-empty strings (tags, test ids)."""
+
+    def check(value: Any, field: str) -> list[str]:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(field, f"must be a list of strings such as [{example!r}], got {_kind(value)}")
+        return [text(item, f"{field}[{index}]") for index, item in enumerate(value)]
+
+    return check
 
 
-def trigger_body(
-    environment: Any,
-    *,
-    build: Any = None,
-    branch: Any = None,
-    metadata: Any = None,
-    environment_variables_overrides: Any = None,
-    tags: Any = None,
-    project_id: Any = None,
-    send_notifications: Any = None,
-    total_shards: Any = None,
-    rerun_source_id: Any = None,
-    rerun_only_failed: Any = None,
-    github_actor: Any = None,
-) -> dict[str, Any]:
-    """The JSON body of `PUT /api/test-runs`, holding only the fields that were given."""
-    body: dict[str, Any] = {"environment": text(environment, "environment")}
-    if build is not None and branch is not None:
+# The trigger request's fields and their checks: the one source for the hook's arguments, the
+# operator's templated fields and the request body. Order is the API reference's.
+TRIGGER_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "environment": text,
+    "build": _build,
+    "branch": text,
+    "metadata": _metadata,
+    "environment_variables_overrides": _overrides,
+    "tags": _strings("@smoke"),
+    "test_case_ids": _strings("a30a1b2c-55e2"),
+    "project_id": positive_int,
+    "send_notifications": boolean,
+    "total_shards": positive_int,
+    "rerun_source_id": positive_int,
+    "rerun_only_failed": boolean,
+    "github_actor": text,
+}
+
+
+def _json_value(value: Any, field: str) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise _fail(field, "must be plain JSON (strings, numbers, booleans, null, lists and dicts)") from None
+    return value
+
+
+def trigger_request_body(fields: Mapping[str, Any], extra_body: Any = None) -> dict[str, Any]:
+    """The JSON body of `PUT /api/test-runs`, holding only the fields that were given.
+
+    `extra_body` carries fields this release does not know yet: sent as given (the server
+    decides), but never a known field (one way to set each) and only plain JSON.
+    """
+    unknown = sorted(set(fields) - set(TRIGGER_FIELDS))
+    if unknown:
+        raise _fail(unknown[0], f"is not a field of the trigger request; known: {', '.join(TRIGGER_FIELDS)}")
+    if fields.get("environment") is None:
+        raise _fail("environment", "is required (the environment slug to test, e.g. 'production')")
+    if fields.get("build") is not None and fields.get("branch") is not None:
         raise _fail("branch", "cannot be combined with `build` (the API allows one or the other)")
-    if rerun_only_failed is not None and rerun_source_id is None:
+    if fields.get("rerun_only_failed") is not None and fields.get("rerun_source_id") is None:
         raise _fail("rerun_only_failed", "needs `rerun_source_id` (the run to re-run)")
-    checks: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {
-        "build": (build, _build),
-        "branch": (branch, text),
-        "metadata": (metadata, _metadata),
-        "environment_variables_overrides": (environment_variables_overrides, _overrides),
-        "tags": (tags, _tags),
-        "project_id": (project_id, positive_int),
-        "send_notifications": (send_notifications, boolean),
-        "total_shards": (total_shards, positive_int),
-        "rerun_source_id": (rerun_source_id, positive_int),
-        "rerun_only_failed": (rerun_only_failed, boolean),
-        "github_actor": (github_actor, text),
+    body = {
+        name: check(fields[name], name)
+        for name, check in TRIGGER_FIELDS.items()
+        if fields.get(name) is not None
     }
-    for name, (value, check) in checks.items():
-        if value is not None:
-            body[name] = check(value, name)
+    if extra_body is not None:
+        if not isinstance(extra_body, Mapping):
+            raise _fail("extra_body", f"must be a dict of extra request fields, got {_kind(extra_body)}")
+        for key, value in extra_body.items():
+            if not isinstance(key, str) or not key:
+                raise _fail("extra_body", "keys must be non-empty strings")
+            if key in TRIGGER_FIELDS:
+                raise _fail(f"extra_body.{key}", f"is a known field: set it with the `{key}` argument")
+            body[key] = _json_value(value, f"extra_body.{key}")
     return body

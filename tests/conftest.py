@@ -32,7 +32,7 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_HOME / "logs"),
-        "EMPIRICAL_POLL_INTERVAL": "0.2",  # read by the example DAGs at parse time
+        "EMPIRICAL_POLL_INTERVAL": "1",  # read by the example DAGs at parse time
     }
 )
 

@@ -10,13 +10,16 @@ import pytest
 from airflow_provider_empirical.client import RetryPolicy
 from airflow_provider_empirical.config import ApiConfig, normalize_api_url
 from airflow_provider_empirical.emulator import Emulator, RunScript
+from airflow.providers.common.compat.sdk import AirflowFailException
+
 from airflow_provider_empirical.errors import (
+    EmpiricalContractError,
+    EmpiricalTriggerUncertainError,
     EmpiricalAuthError,
     EmpiricalError,
     EmpiricalNotFoundError,
     EmpiricalRateLimitError,
     EmpiricalServerError,
-    EmpiricalTransportError,
     EmpiricalValidationError,
 )
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
@@ -157,10 +160,19 @@ def test_get_gives_up_after_its_attempts(hook: EmpiricalHook, emulator: Emulator
     assert emulator.count("GET") == FAST.attempts
 
 
-def test_get_retries_malformed_json_and_dropped_connections(hook: EmpiricalHook, emulator: Emulator) -> None:
+def test_get_retries_dropped_connections(hook: EmpiricalHook, emulator: Emulator) -> None:
+    run_id = hook.trigger_test_run("production")["id"]
+    emulator.add_fault(method="GET", path="/api/test-runs/*", times=1, drop=True)
+    assert hook.get_test_run(run_id)["id"] == run_id
+
+
+def test_a_2xx_that_is_not_json_is_a_contract_error_not_retried_by_the_http_layer(hook: EmpiricalHook, emulator: Emulator) -> None:
+    """A wait tolerates two in a row (test_waiting_faults); a single fetch says what it saw at once."""
     run_id = hook.trigger_test_run("production")["id"]
     emulator.add_fault(method="GET", path="/api/test-runs/*", times=1, malformed=True)
-    emulator.add_fault(method="GET", path="/api/test-runs/*", times=1, drop=True)
+    with pytest.raises(EmpiricalContractError):
+        hook.get_test_run(run_id)
+    assert emulator.count("GET") == 1
     assert hook.get_test_run(run_id)["id"] == run_id
 
 
@@ -200,9 +212,10 @@ def test_ambiguous_trigger_is_never_sent_twice(hook: EmpiricalHook, emulator: Em
 def test_read_timeout_after_create_is_not_retried(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_EMPIRICAL_DEFAULT", conn_json(emulator, extra={"timeout": 1}))
     emulator.add_fault(method="PUT", path="/api/test-runs", times=1, delay=1.5, after_create=True)
-    with pytest.raises(EmpiricalTransportError, match="may have been created"):
+    with pytest.raises(EmpiricalTriggerUncertainError, match="may have been created") as info:
         EmpiricalHook(retry=FAST).trigger_test_run("production")
     assert emulator.count("PUT") == 1 and len(emulator.runs) == 1
+    assert isinstance(info.value, AirflowFailException)  # Airflow does not retry it either
 
 
 def test_redirects_are_not_followed(hook: EmpiricalHook, emulator: Emulator) -> None:

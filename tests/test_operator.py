@@ -8,16 +8,26 @@ import pytest
 
 from airflow_provider_empirical.emulator import Emulator
 from airflow_provider_empirical.errors import EmpiricalValidationError
-from airflow_provider_empirical.operators.empirical import TRIGGER_FIELDS, EmpiricalTriggerTestRunOperator
+from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
+from airflow_provider_empirical.validation import TRIGGER_FIELDS
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 from tests.test_validation import BAD_TRIGGERS
 
 
 def test_every_api_field_is_a_template_field_assigned_verbatim() -> None:
-    raw = {name: "{{ params.x }}" for name in TRIGGER_FIELDS}
+    raw = {name: "{{ params.x }}" for name in (*TRIGGER_FIELDS, "extra_body")}
     op = EmpiricalTriggerTestRunOperator(task_id="t", **raw)
-    assert set(op.template_fields) == set(TRIGGER_FIELDS)
-    assert all(getattr(op, name) == "{{ params.x }}" for name in TRIGGER_FIELDS)
+    assert set(op.template_fields) == {*TRIGGER_FIELDS, "extra_body"}
+    assert all(getattr(op, name) == "{{ params.x }}" for name in raw)
+
+
+def test_the_explicit_signatures_agree_with_the_one_table_of_fields() -> None:
+    import inspect
+
+    operator_args = set(inspect.signature(EmpiricalTriggerTestRunOperator.__init__).parameters)
+    assert set(TRIGGER_FIELDS) <= operator_args
+    assert list(TRIGGER_FIELDS)[:6] == ["environment", "build", "branch", "metadata", "environment_variables_overrides", "tags"]
+    assert "test_case_ids" in TRIGGER_FIELDS
     assert EmpiricalTestRunSensor.template_fields == ("test_run_id",)
 
 
@@ -30,7 +40,8 @@ def test_operator_rejects_bad_input_before_any_request(empirical_conn: Emulator,
     assert empirical_conn.count() == 0
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"poll_interval": -1}, "poll_interval"), ({"timeout": 0}, "timeout"), ({"poll_interval": "soon"}, "poll_interval")])
+@pytest.mark.parametrize(("kwargs", "field"), [({"poll_interval": -1}, "poll_interval"), ({"timeout": 0}, "timeout"), ({"poll_interval": "soon"}, "poll_interval"),
+     ({"poll_interval": 0}, "poll_interval"), ({"poll_interval": 0.2}, "poll_interval"), ({"timeout": float("inf")}, "timeout")])
 def test_bad_wait_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(EmpiricalValidationError, match=f"`{field}`"):
         EmpiricalTriggerTestRunOperator(task_id="t", environment="production", **kwargs)
@@ -44,12 +55,25 @@ def test_sensor_rejects_bad_run_ids_before_any_request(empirical_conn: Emulator,
     assert empirical_conn.count() == 0
 
 
-def test_on_kill_says_which_run_keeps_going(empirical_conn: Emulator, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_on_kill_cancels_its_run_once_and_names_the_task(empirical_conn: Emulator) -> None:
+    from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+
+    run_id = EmpiricalHook().trigger_test_run("production")["id"]
     op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production")
-    op.on_kill()  # nothing triggered yet: nothing to say
+    op.on_kill()  # nothing triggered yet: nothing to cancel
+    assert empirical_conn.count("POST") == 0
+    op.test_run_id = run_id
+    op.on_kill()
+    (cancel,) = [r for r in empirical_conn.requests if r.method == "POST"]
+    assert cancel.path == f"/api/test-runs/{run_id}/cancel" and "t was killed" in cancel.json["reason"]
+
+
+def test_on_kill_leaves_the_run_when_told(
+    empirical_conn: Emulator, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production", cancel_on_kill=False)
     op.test_run_id = 41
     op.on_kill()
+    assert empirical_conn.count("POST") == 0
     out, err = capfd.readouterr()
-    said = out + err + caplog.text
-    assert "test run 41 keeps going" in said and f"{empirical_conn.url}/test-runs/41" in said
-    assert said.count("keeps going") == 1
+    assert "test run 41 keeps going" in out + err + caplog.text

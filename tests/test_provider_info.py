@@ -49,7 +49,7 @@ def test_connection_type_declares_the_form_for_the_3_2_plus_ui() -> None:
     assert conn_type["connection-type"] == "empirical"
     assert conn_type["hook-name"] == "Empirical"
     assert conn_type["hook-class-name"] == "airflow_provider_empirical.hooks.empirical.EmpiricalHook"
-    assert set(conn_type["conn-fields"]) == {"project_id", "timeout", "dashboard_url"}
+    assert set(conn_type["conn-fields"]) == {"project_id", "timeout", "dashboard_url", "project_slug", "ca_bundle"}
     behaviour = conn_type["ui-field-behaviour"]
     assert behaviour["relabeling"] == {"password": "API key", "host": "API URL"}
     assert {"login", "schema", "port"} <= set(behaviour["hidden-fields"])
@@ -64,7 +64,7 @@ def test_legacy_hook_form_methods_match_provider_info() -> None:
     pytest.importorskip("wtforms")
     pytest.importorskip("flask_appbuilder")
     widgets = EmpiricalHook.get_connection_form_widgets()
-    assert set(widgets) == {"project_id", "timeout", "dashboard_url"}
+    assert set(widgets) == {"project_id", "timeout", "dashboard_url", "project_slug", "ca_bundle"}
 
 
 def test_every_module_named_in_provider_info_imports() -> None:

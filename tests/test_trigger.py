@@ -45,7 +45,9 @@ def test_serializes_to_plain_json_without_secrets(empirical_conn: Emulator) -> N
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_empirical.triggers.empirical.EmpiricalTestRunTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs
-    assert set(kwargs) == {"test_run_id", "end_time", "empirical_conn_id", "poll_interval"}
+    assert set(kwargs) == {
+        "test_run_id", "end_time", "empirical_conn_id", "poll_interval", "test_run_url", "cancel_on_kill", "cancel_reason"
+    }
     assert EmpiricalTestRunTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert API_KEY not in json.dumps(kwargs) + repr(trigger)
 
@@ -63,7 +65,7 @@ def test_yields_exactly_one_event_per_outcome(empirical_conn: Emulator, script: 
     run_id = start_run(empirical_conn, **script)
     ((event,),) = collect(trigger_for(run_id))
     assert event["status"] == status and event["test_run_id"] == run_id and words in event["message"]
-    assert event["url"] == f"{empirical_conn.url}/test-runs/{run_id}"
+    assert event["url"] == f"{empirical_conn.url}/demo/test-runs/{run_id}"  # the slug comes from the run answer
     assert event["test_run"]["id"] == run_id
 
 

@@ -9,7 +9,7 @@ import pytest
 from airflow_provider_empirical.emulator import Emulator
 from airflow_provider_empirical.errors import EmpiricalValidationError
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
-from airflow_provider_empirical.validation import trigger_body
+from airflow_provider_empirical.validation import trigger_request_body
 from tests.conftest import conn_json
 
 # (trigger kwargs, field named in the error)
@@ -46,6 +46,17 @@ BAD_TRIGGERS: list[tuple[dict[str, Any], str]] = [
     ({"send_notifications": "maybe"}, "send_notifications"),
     ({"github_actor": ""}, "github_actor"),
     ({"branch": 7}, "branch"),
+    ({"test_case_ids": "a30a-55e2"}, "test_case_ids"),
+    ({"test_case_ids": ["a30a-55e2", ""]}, "test_case_ids[1]"),
+    ({"test_case_ids": [None]}, "test_case_ids[0]"),
+    ({"metadata": {"ratio": float("nan")}}, "metadata.ratio"),
+    ({"metadata": {"ratio": float("inf")}}, "metadata.ratio"),
+    ({"total_shards": "³"}, "total_shards"),
+    ({"project_id": "٣"}, "project_id"),
+    ({"extra_body": ["x"]}, "extra_body"),
+    ({"extra_body": {"tags": ["@smoke"]}}, "extra_body.tags"),
+    ({"extra_body": {"new_field": float("nan")}}, "extra_body.new_field"),
+    ({"extra_body": {"new_field": object()}}, "extra_body.new_field"),
 ]
 
 
@@ -63,19 +74,30 @@ def test_bad_trigger_input_names_the_field_and_sends_nothing(
 
 def test_secret_override_values_are_not_echoed() -> None:
     with pytest.raises(EmpiricalValidationError) as info:
-        trigger_body("production", environment_variables_overrides=[{"name": "TOKEN", "value": ["s3cr3t-value"]}])
+        trigger_request_body(
+            {"environment": "production", "environment_variables_overrides": [{"name": "TOKEN", "value": ["s3cr3t-value"]}]}
+        )
     assert "s3cr3t-value" not in str(info.value)
 
 
 def test_rendered_strings_are_converted() -> None:
-    body = trigger_body(
-        "  production ", total_shards="3", rerun_source_id="12", rerun_only_failed="True",
-        send_notifications="false", environment_variables_overrides={"PORT": 8080},
-    )
+    body = trigger_request_body({
+        "environment": "  production ", "total_shards": "3", "rerun_source_id": "12", "rerun_only_failed": "True",
+        "send_notifications": "false", "environment_variables_overrides": {"PORT": 8080},
+        "test_case_ids": [" a30a-55e2 "],
+    })
     assert body == {
         "environment": "production", "total_shards": 3, "rerun_source_id": 12, "rerun_only_failed": True,
         "send_notifications": False, "environment_variables_overrides": [{"name": "PORT", "value": "8080"}],
+        "test_case_ids": ["a30a-55e2"],
     }
+
+
+def test_extra_body_is_merged_after_the_known_fields_and_sent_as_given(empirical_conn: Emulator) -> None:
+    run = EmpiricalHook().trigger_test_run("production", tags=["@smoke"], extra_body={"new_api_field": {"x": [1, True]}})
+    (request,) = [r for r in empirical_conn.requests if r.method == "PUT"]
+    assert request.json == {"environment": "production", "tags": ["@smoke"], "new_api_field": {"x": [1, True]}}
+    assert run["id"] >= 1
 
 
 @pytest.mark.parametrize("bad_id", [0, -1, "None", "abc", "", None, 1.5, True])
@@ -110,3 +132,9 @@ def test_missing_connection_is_named(emulator: Emulator) -> None:
     with pytest.raises(Exception, match="no_such_conn"):
         EmpiricalHook("no_such_conn").get_test_run(1)
     assert emulator.count() == 0
+
+
+def test_the_hook_refuses_a_field_the_api_does_not_have(empirical_conn: Emulator) -> None:
+    with pytest.raises(EmpiricalValidationError, match="`colour` is not a field") as info:
+        EmpiricalHook().trigger_test_run("production", colour="blue")
+    assert info.value.field == "colour" and empirical_conn.count() == 0

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+from airflow_provider_empirical.outcome import await_test_run
 
 
 class EmpiricalTestRunTrigger(BaseTrigger):
@@ -23,6 +24,10 @@ class EmpiricalTestRunTrigger(BaseTrigger):
     :param end_time: when to stop waiting, as a UNIX timestamp.
     :param empirical_conn_id: connection of type ``empirical``.
     :param poll_interval: seconds between two status checks.
+    :param test_run_url: the run's dashboard page, for messages (computed by the task).
+    :param cancel_on_kill: on Airflow 3.3+, cancel the run when a user marks the deferred task
+        failed or success, or clears it (not when the triggerer restarts or the wait times out).
+    :param cancel_reason: the reason recorded with that cancel (names the DAG, run and task).
     """
 
     def __init__(
@@ -31,12 +36,18 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         end_time: float,
         empirical_conn_id: str = EmpiricalHook.default_conn_name,
         poll_interval: float = 30.0,
+        test_run_url: str | None = None,
+        cancel_on_kill: bool = False,
+        cancel_reason: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.test_run_id = int(test_run_id)
         self.end_time = float(end_time)
         self.empirical_conn_id = empirical_conn_id
         self.poll_interval = float(poll_interval)
+        self.test_run_url = test_run_url
+        self.cancel_on_kill = bool(cancel_on_kill)
+        self.cancel_reason = cancel_reason
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -46,18 +57,50 @@ class EmpiricalTestRunTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "empirical_conn_id": self.empirical_conn_id,
                 "poll_interval": self.poll_interval,
+                "test_run_url": self.test_run_url,
+                "cancel_on_kill": self.cancel_on_kill,
+                "cancel_reason": self.cancel_reason,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = EmpiricalHook(self.empirical_conn_id)
         try:
-            event = await hook.await_test_run(
-                self.test_run_id, poll_interval=self.poll_interval, end_time=self.end_time
+            event = await await_test_run(
+                hook,
+                self.test_run_id,
+                url=self.test_run_url,
+                poll_interval=self.poll_interval,
+                end_time=self.end_time,
+                log=self.log,
+                first_delay=self.poll_interval,  # the task checked the run just before deferring
             )
         finally:
             await hook.aclose()
         yield TriggerEvent(dict(event))  # type: ignore[no-untyped-call]
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+ calls this when a user kills the deferred task (after `run` was cancelled).
+
+        Runs in the triggerer's event loop with a bounded time (`[triggerer] on_kill_timeout`);
+        errors are logged here, and Airflow swallows what escapes.
+        """
+        if not self.cancel_on_kill:
+            return
+        hook = EmpiricalHook(self.empirical_conn_id)
+        try:
+            cancelled = await hook.acancel_test_run(
+                self.test_run_id, reason=self.cancel_reason or "the Airflow task waiting for it was killed"
+            )
+            self.log.info(
+                "Test run %s %s",
+                self.test_run_id,
+                "cancelled" if cancelled else "had already ended: nothing to cancel",
+            )
+        except Exception as exc:
+            self.log.warning("Could not cancel Empirical test run %s: %s", self.test_run_id, exc)
+        finally:
+            await hook.aclose()
 
     def __repr__(self) -> str:
         return (

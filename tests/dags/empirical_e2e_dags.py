@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import DAG, task
 from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 
-POLL = 0.2
+POLL = 1.0
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
