@@ -60,11 +60,14 @@ WAITS = [
 OUTCOMES = [("passed", "success"), ("failed", "failed"), ("error", "failed"), ("cancelled", "failed")]
 
 
+@pytest.mark.parametrize("shape", ["nested", "flat"])  # the run answer's two shapes (issue 11)
 @pytest.mark.parametrize(("outcome", "expected"), OUTCOMES)
 @pytest.mark.parametrize(("dag_id", "trigger_task", "wait_task"), WAITS)
 def test_each_way_of_waiting_reports_each_outcome(
-    run_dag: Any, emulator: Emulator, dag_id: str, trigger_task: str, wait_task: str, outcome: str, expected: str
+    run_dag: Any, emulator: Emulator, dag_id: str, trigger_task: str, wait_task: str, outcome: str, expected: str,
+    shape: str,
 ) -> None:
+    emulator.set_shape(shape)
     emulator.queue_runs(RunScript(outcome=outcome, **QUICK))
     dag_run = run_dag(dag_id)
     (run,) = emulator.runs
@@ -154,7 +157,7 @@ def test_rerun_fields_render_from_params(run_dag: Any, emulator: Emulator, dagba
     assert str(source.state) == "success"
     dag_run = run_dag("e2e_templating_rerun", conf={"source": emulator.runs[0]["id"]})
     assert task_states(dag_run)["trigger_tests"] == "success"
-    body = emulator.requests[-1].json
+    body = [r.json for r in emulator.requests if r.method == "PUT"][-1]
     assert body["branch"] == "feature/login" and body["rerun_only_failed"] is True
     assert body["rerun_source_id"] == emulator.runs[-1]["id"] - 1
 
@@ -168,7 +171,10 @@ def test_bad_input_fails_the_task_before_any_request(run_dag: Any, emulator: Emu
 
 # -- the example DAGs users copy --
 
-EXAMPLES = ["empirical_nightly_regression", "empirical_post_deploy_smoke", "empirical_rerun_failed", "empirical_wait_for_test_run"]
+EXAMPLES = [
+    "empirical_nightly_regression", "empirical_post_deploy_smoke", "empirical_release_after_tests",
+    "empirical_rerun_failed", "empirical_wait_for_test_run",
+]
 
 
 def test_examples_parse_with_docs_and_no_api_calls(dagbag: Any, empirical_conn: Emulator) -> None:

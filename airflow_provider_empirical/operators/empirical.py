@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 # Durable task state (Airflow 3.3+), kept across tries of one task instance. The id key is the
 # one released versions wrote: renaming it would orphan runs stored by in-flight tasks.
 STORED_RUN_KEY = "empirical_test_run_id"
+RERUN_OF_KEY = "empirical_rerun_of"  # the run the stored one re-runs (it outlives a deferral)
 TRIGGER_SENT_KEY = "empirical_trigger_sent_at"
 
 
@@ -158,6 +159,7 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
         self.test_run_id: int | None = None
         self._rerun_of: int | None = None
         self._where = f"{self.dag_id}.{self.task_id}"  # names the task in a cancel reason
+        self.test_run_summary: dict[str, Any] | None = None  # the final run, for lineage
 
     @cached_property
     def hook(self) -> EmpiricalHook:
@@ -172,6 +174,8 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
             if not self.wait_for_completion:
                 return self._start(context, body)
             stored = self._stored_run(context)
+            if stored is not None:
+                self._rerun_of = self._store(context).get(RERUN_OF_KEY)
             if stored is not None and stored["state"] not in ("ended", "error", "cancelled"):
                 self.log.info("Re-attaching to test run %s, started by an earlier try", stored["id"])
                 test_run_id = stored["id"]
@@ -222,6 +226,7 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
             )
         if store is not None:
             store.set(TRIGGER_SENT_KEY, context["ti"].try_number)
+        self._rerun_of = None
         try:
             if previous is not None and self._should_rerun(previous):
                 run = self.hook.rerun_test_run(previous["id"], only_failed=True)
@@ -237,6 +242,10 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
         if store is not None:
             if self.wait_for_completion:
                 store.set(STORED_RUN_KEY, run["id"])
+                if self._rerun_of is not None:
+                    store.set(RERUN_OF_KEY, self._rerun_of)
+                else:
+                    store.delete(RERUN_OF_KEY)
             store.delete(TRIGGER_SENT_KEY)
         self._publish(context, run["id"])
         self.log.info(
@@ -358,14 +367,12 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
                 cancel_reason=f"Airflow task {self._where} was killed",
             ),
             method_name="execute_complete",
-            kwargs={"rerun_of": self._rerun_of},
         )
 
-    def execute_complete(
-        self, context: Context, event: Mapping[str, Any] | None = None, rerun_of: int | None = None
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: succeed with the run summary, or fail with the trigger's message."""
-        self._rerun_of = rerun_of
+        store = self._store(context)
+        self._rerun_of = store.get(RERUN_OF_KEY) if store is not None else None
         self._where = f"{self.dag_id}.{self.task_id} (DAG run {context.get('run_id')})"
         try:
             return self._finish(context, event)
@@ -375,11 +382,12 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
 
     def _finish(self, context: Context, event: Any) -> dict[str, Any]:
         """Judge the final event (cancelling first on a timeout when asked) and emit asset events."""
-        from airflow_provider_empirical.outcome import resolve, validate_event
+        from airflow_provider_empirical.outcome import resolve, summary_of, validate_event
 
         event = dict(validate_event(event))
         if event["status"] == "timeout" and self.cancel_on_timeout:
             event["message"] += self._cancel(event["test_run_id"], why="timed out")
+        self.test_run_summary = summary_of(event)  # also when the task fails
         summary = resolve(
             event,
             fail_on_test_failure=self.fail_on_test_failure,
@@ -423,6 +431,18 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
             )
             return
         self._cancel(self.test_run_id, why="was killed")
+
+    # -- OpenLineage (only when apache-airflow-providers-openlineage is installed; it calls these) --
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_provider_empirical.openlineage import facets_for
+
+        return facets_for(self, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_provider_empirical.openlineage import facets_for
+
+        return facets_for(self, task_instance)
 
 
 class EmpiricalCancelTestRunOperator(BaseOperator):

@@ -70,6 +70,7 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         self.fail_on_empty_run = fail_on_empty_run
         self.cancel_on_kill = cancel_on_kill
         self.deferrable = deferrable
+        self.test_run_summary: dict[str, Any] | None = None  # the final run, for lineage
         if deferrable:  # the triggerer polls at poke_interval: no hot loop against the API
             poll_seconds(self.poke_interval, "poke_interval")
 
@@ -148,8 +149,9 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
                 self.hook.close()
 
     def _finish(self, context: Context, event: Any) -> dict[str, Any]:
-        from airflow_provider_empirical.outcome import resolve
+        from airflow_provider_empirical.outcome import resolve, summary_of, validate_event
 
+        self.test_run_summary = summary_of(validate_event(event))  # also when the task fails
         summary = resolve(
             event,
             fail_on_test_failure=self.fail_on_test_failure,
@@ -161,3 +163,15 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
 
             emit_outlet_events(context, self.outlets, summary)
         return summary
+
+    # -- OpenLineage (only when apache-airflow-providers-openlineage is installed; it calls these) --
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_provider_empirical.openlineage import facets_for
+
+        return facets_for(self, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_provider_empirical.openlineage import facets_for
+
+        return facets_for(self, task_instance)

@@ -10,7 +10,7 @@ from typing import Any
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, task
 
-from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
+from airflow_provider_empirical.operators.empirical import EmpiricalCancelTestRunOperator, EmpiricalTriggerTestRunOperator
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 
 POLL = 1.0
@@ -98,3 +98,22 @@ e2e_operator_durable = operator_waits(
 )
 
 e2e_secrets_sensor = sensor_waits("e2e_secrets_sensor", mode="poke", timeout=60)
+
+# -- retries, re-runs and cancelling (one PUT per task instance unless a retry asks for more) --
+_RETRY = {"retries": 1, "retry_delay": pendulum.duration(seconds=0)}
+e2e_rerun_failed_sync = operator_waits("e2e_rerun_failed_sync", deferrable=False, rerun_failed_on_retry=True, **_RETRY)
+e2e_rerun_failed_deferrable = operator_waits(
+    "e2e_rerun_failed_deferrable", deferrable=True, rerun_failed_on_retry=True, **_RETRY
+)
+e2e_cancel_on_timeout_sync = operator_waits("e2e_cancel_on_timeout_sync", deferrable=False, timeout=2, cancel_on_timeout=True)
+e2e_cancel_on_timeout_deferrable = operator_waits(
+    "e2e_cancel_on_timeout_deferrable", deferrable=True, timeout=2, cancel_on_timeout=True
+)
+e2e_retry_deferrable = operator_waits("e2e_retry_deferrable", deferrable=True, **_RETRY)
+
+with _dag("e2e_retry_no_wait") as e2e_retry_no_wait:
+    EmpiricalTriggerTestRunOperator(task_id="trigger_tests", environment="production", **_RETRY)
+
+with _dag("e2e_cancel_operator") as e2e_cancel_operator:
+    started = EmpiricalTriggerTestRunOperator(task_id="trigger_tests", environment="production")
+    EmpiricalCancelTestRunOperator(task_id="cancel_tests", test_run_id=started.output, reason="rolled back {{ run_id }}")
