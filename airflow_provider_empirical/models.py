@@ -11,6 +11,7 @@ must never pass a test gate. Plain dicts travel through XCom and trigger events 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict
 
 TERMINAL_STATES = frozenset({"ended", "error", "cancelled"})
@@ -216,6 +217,17 @@ def _fill_counts_from_rows(
             counts[name] = value
     if counts["failed_count"] is not None and len(failed) > counts["failed_count"]:
         counts["failed_count"] = len(failed)
+
+
+def parse_created_at(value: Any) -> datetime | None:
+    """An ISO 8601 time as the API writes it (`2024-01-15T10:30:00.000Z`), timezone-aware; else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def is_terminal(run: Mapping[str, Any]) -> bool:

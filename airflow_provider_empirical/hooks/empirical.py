@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
@@ -33,7 +35,7 @@ from airflow_provider_empirical.errors import (
 )
 from airflow_provider_empirical.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_empirical.links import DEFAULT_CONN_ID
-from airflow_provider_empirical.models import TestRun, parse_test_run
+from airflow_provider_empirical.models import TestRun, parse_created_at, parse_test_run
 from airflow_provider_empirical.validation import (
     boolean,
     positive_int,
@@ -340,6 +342,29 @@ class EmpiricalHook(BaseHook):
             total_pages = (payload.get("pagination") or {}).get("total_pages")
             if not items or not isinstance(total_pages, int) or page >= total_pages:
                 return
+
+    def latest_test_run(
+        self, *, created_after: datetime, environment: str | None = None, branch: str | None = None
+    ) -> TestRun | None:
+        """The newest run created after `created_after` on `environment` (slug) and `branch`, or None.
+
+        The list endpoint filters environments by numeric id only, so the slug is matched here, on
+        the items; the branch is filtered by the API and checked again. Pages are read newest first
+        and only until runs get older than `created_after`.
+        """
+        days = max(1, math.ceil((datetime.now(timezone.utc) - created_after).total_seconds() / 86400) + 1)
+        for run in self.list_test_runs(branch=branch, interval_in_days=days):
+            created = parse_created_at(run.get("created_at"))
+            if created is not None and created < created_after:
+                return None
+            if created is None:
+                continue
+            if environment is not None and run.get("environment_slug") != environment:
+                continue
+            if branch is not None and run.get("test_run_branch") != branch:
+                continue
+            return run
+        return None
 
     def test_connection(self) -> tuple[bool, str]:
         """Prove the key with an authenticated call (the UI's Test button); never raises."""

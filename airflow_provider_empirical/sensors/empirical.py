@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,18 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_empirical.links import DEFAULT_CONN_ID, TEST_RUN_URL_KEY, EmpiricalTestRunLink
-from airflow_provider_empirical.validation import poll_seconds, positive_int
+from airflow_provider_empirical.errors import EmpiricalValidationError
+from airflow_provider_empirical.links import (
+    DEFAULT_CONN_ID,
+    TEST_RUN_ID_KEY,
+    TEST_RUN_URL_KEY,
+    EmpiricalTestRunLink,
+)
+from airflow_provider_empirical.models import parse_created_at
+from airflow_provider_empirical.validation import poll_seconds, positive_int, positive_number, text
+
+FILTERS = ("environment", "branch", "created_after")
+SEARCH_DEADLINE_KEY = "empirical_search_deadline"  # when a deferrable search for a matching run gives up
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -40,6 +51,13 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
 
     :param test_run_id: the run to wait for (templated), e.g. the trigger task's ``.output``
         or ``"{{ ti.xcom_pull(task_ids='trigger_tests', key='test_run_id') }}"``.
+    :param environment: instead of ``test_run_id``: wait for the newest run on this environment
+        slug (templated), found through the list endpoint; "no matching run yet" keeps waiting.
+    :param branch: instead of ``test_run_id``: ... on this test-repo branch (templated).
+    :param created_after: with the filters: only runs created after this time (templated; an ISO
+        8601 string or a datetime). Default: the DAG run's ``run_after`` minus ``grace_period``.
+    :param grace_period: seconds before the DAG run was asked for that a run may have started
+        and still count (default one hour).
     :param empirical_conn_id: connection of type ``empirical``.
     :param fail_on_test_failure: fail when the run ends with failed tests.
     :param fail_on_empty_run: fail when the run ended having executed no test.
@@ -48,14 +66,18 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     """
 
-    template_fields: Sequence[str] = ("test_run_id",)
+    template_fields: Sequence[str] = ("test_run_id", "environment", "branch", "created_after")
     operator_extra_links = (EmpiricalTestRunLink(),)
     ui_color = "#e8f4fd"
 
     def __init__(
         self,
         *,
-        test_run_id: int | str,
+        test_run_id: int | str | None = None,
+        environment: str | None = None,
+        branch: str | None = None,
+        created_after: str | datetime | None = None,
+        grace_period: float = 3600.0,
         empirical_conn_id: str = DEFAULT_CONN_ID,
         fail_on_test_failure: bool = True,
         fail_on_empty_run: bool = True,
@@ -65,6 +87,10 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.test_run_id = test_run_id
+        self.environment = environment
+        self.branch = branch
+        self.created_after = created_after
+        self.grace_period = positive_number(grace_period, "grace_period")
         self.empirical_conn_id = empirical_conn_id
         self.fail_on_test_failure = fail_on_test_failure
         self.fail_on_empty_run = fail_on_empty_run
@@ -85,33 +111,119 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         """The rendered `test_run_id` as an integer, or a clear error before any request."""
         return positive_int(self.test_run_id, "test_run_id")
 
+    def _filters(self) -> dict[str, Any]:
+        """The rendered filters that were given; exactly one of them or `test_run_id` must be."""
+        given = {name: getattr(self, name) for name in FILTERS if getattr(self, name) not in (None, "")}
+        if given and self.test_run_id not in (None, ""):
+            raise EmpiricalValidationError(
+                f"`test_run_id` cannot be combined with {', '.join(f'`{n}`' for n in given)}: "
+                "give the run id, or filters to find the newest matching run",
+                field="test_run_id",
+            )
+        if not given and self.test_run_id in (None, ""):
+            raise EmpiricalValidationError(
+                "`test_run_id` is required (or `environment` / `branch` / `created_after` to wait for the "
+                "newest matching run); it rendered empty",
+                field="test_run_id",
+            )
+        return given
+
+    def _chosen_run_id(self, context: Context) -> int | None:
+        """The run to wait for: `test_run_id`, or the newest run matching the filters (None: not yet)."""
+        if "_chosen" in self.__dict__:
+            return self.__dict__["_chosen"]  # type: ignore[no-any-return]
+        filters = self._filters()
+        if not filters:
+            self.__dict__["_chosen"] = self.parsed_test_run_id
+            return self.parsed_test_run_id
+        ti = context.get("ti")
+        remembered = ti.xcom_pull(task_ids=self.task_id, key=TEST_RUN_ID_KEY) if ti is not None else None
+        if remembered is not None:  # chosen by an earlier poke or before a deferral of this try
+            self.__dict__["_chosen"] = positive_int(remembered, "test_run_id")
+            return self.__dict__["_chosen"]  # type: ignore[no-any-return]
+        environment = text(self.environment, "environment") if self.environment else None
+        branch = text(self.branch, "branch") if self.branch else None
+        after = self._created_after(context)
+        run = self.hook.latest_test_run(environment=environment, branch=branch, created_after=after)
+        wanted = f"environment={environment!r}, branch={branch!r}, created after {after.isoformat()}"
+        if run is None:
+            self.log.info("No Empirical test run matches %s yet: waiting", wanted)
+            return None
+        self.log.info("Waiting for Empirical test run %s, the newest matching %s", run["id"], wanted)
+        if ti is not None:
+            ti.xcom_push(key=TEST_RUN_ID_KEY, value=run["id"])
+        self.__dict__["_chosen"] = run["id"]
+        return run["id"]
+
+    def _created_after(self, context: Context) -> datetime:
+        if self.created_after not in (None, ""):
+            value: Any = self.created_after
+            if isinstance(value, str):
+                value = parse_created_at(value.strip())
+            if not isinstance(value, datetime):
+                raise EmpiricalValidationError(
+                    "`created_after` must be an ISO 8601 time such as 2026-11-29T08:00:00Z, or a datetime",
+                    field="created_after",
+                )
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        dag_run = context.get("dag_run")
+        asked = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
+        asked = asked if isinstance(asked, datetime) else datetime.now(timezone.utc)
+        return asked - timedelta(seconds=self.grace_period)
+
     @cached_property
     def _waiter(self) -> Waiter:
         """Judges each poke; in poke mode it lives across pokes and counts contract strikes."""
         from airflow_provider_empirical.outcome import MAX_STRIKES, Waiter
 
-        waiter = Waiter(self.parsed_test_run_id, None, float(self.poke_interval), float("inf"), self.log)
+        waiter = Waiter(0, None, float(self.poke_interval), float("inf"), self.log)
         waiter.max_strikes = 1 if self.mode == "reschedule" else MAX_STRIKES
         return waiter
 
     def execute(self, context: Context) -> Any:
         try:
+            self._filters()  # bad input fails here, before any request
             if not self.deferrable:
                 return super().execute(context)
             result = self.poke(context)  # no deferral for a run that is already done
             if result:
                 return result.xcom_value  # type: ignore[union-attr]
+            if self._chosen_run_id(context) is None:
+                return self._defer_search(context)
             self._defer()
         finally:
             if "hook" in self.__dict__:  # release the pooled connection
                 self.hook.close()
+
+    def _defer_search(self, context: Context) -> None:
+        """No matching run yet: look again after `poke_interval` (waiting in the triggerer) until timeout."""
+        try:
+            from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        except ImportError:  # Airflow 2.11 without the standard provider
+            from airflow.triggers.temporal import TimeDeltaTrigger  # type: ignore[no-redef]
+
+        ti = context["ti"]
+        deadline = ti.xcom_pull(task_ids=self.task_id, key=SEARCH_DEADLINE_KEY)
+        if deadline is None:
+            deadline = time.time() + float(self.timeout)
+            ti.xcom_push(key=SEARCH_DEADLINE_KEY, value=deadline)
+        if time.time() >= float(deadline):
+            raise AirflowSensorTimeout(f"No Empirical test run matched the filters {self._filters()} in time")
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=float(self.poke_interval))),
+            method_name="search_again",
+        )
+
+    def search_again(self, context: Context, event: Any = None) -> Any:
+        """Resume after a pause in the triggerer: look for the matching run again."""
+        return self.execute(context)
 
     def _defer(self) -> None:
         from airflow_provider_empirical.triggers.empirical import EmpiricalTestRunTrigger
 
         self.defer(
             trigger=EmpiricalTestRunTrigger(
-                test_run_id=self.parsed_test_run_id,
+                test_run_id=self.__dict__["_chosen"],
                 end_time=time.time() + float(self.timeout),
                 empirical_conn_id=self.empirical_conn_id,
                 poll_interval=float(self.poke_interval),
@@ -123,7 +235,10 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        run_id = self.parsed_test_run_id  # bad input fails here, before any request
+        run_id = self._chosen_run_id(context)  # bad input fails here, before any request
+        if run_id is None:
+            return False
+        self._waiter.test_run_id = run_id
         result: TestRun | BaseException
         try:
             result = self.hook.get_test_run(run_id)

@@ -117,3 +117,17 @@ with _dag("e2e_retry_no_wait") as e2e_retry_no_wait:
 with _dag("e2e_cancel_operator") as e2e_cancel_operator:
     started = EmpiricalTriggerTestRunOperator(task_id="trigger_tests", environment="production")
     EmpiricalCancelTestRunOperator(task_id="cancel_tests", test_run_id=started.output, reason="rolled back {{ run_id }}")
+
+
+# -- the sensor waits for the newest run matching filters, instead of a run id --
+def latest_waits(dag_id: str, **kwargs: Any) -> DAG:
+    with _dag(dag_id) as dag:
+        EmpiricalTestRunSensor(
+            task_id="wait_for_tests", environment="production", branch="main", poke_interval=POLL, timeout=30, **kwargs
+        )
+    return dag
+
+
+e2e_latest_poke = latest_waits("e2e_latest_poke", mode="poke")
+e2e_latest_reschedule = latest_waits("e2e_latest_reschedule", mode="reschedule")
+e2e_latest_deferrable = latest_waits("e2e_latest_deferrable", deferrable=True)
