@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTestRunFailed
@@ -95,7 +96,9 @@ class Waiter:
         poll_interval: float,
         end_time: float,
         log: logging.Logger | Any,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # wall-clock epoch seconds; injectable so the rules are tested without sleeping
         self.test_run_id = test_run_id
         self.url = url
         self.poll_interval = poll_interval
@@ -124,7 +127,7 @@ class Waiter:
             if self.last is None or self.last["state"] != result["state"]:  # not a line per poll
                 self.log.info("%s", describe(result, self.url))
             self.last = result
-        remaining = self.end_time - time.time()
+        remaining = self.end_time - self.clock()
         if remaining <= 0:
             state = self.last["state"] if self.last else "unknown"
             return WaitEvent(
