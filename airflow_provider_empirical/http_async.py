@@ -5,10 +5,12 @@ polls with it and closed by its last user (`shared_async_client`). aiohttp is im
 a session is made, never at DAG parse: the operator and sensor import this module through the
 hook but never run it.
 
-Session settings: `trust_env=True` (HTTP(S)_PROXY / NO_PROXY; the default SSL context also reads
-SSL_CERT_FILE / SSL_CERT_DIR), no redirects, a total deadline per attempt
-(`ClientTimeout(total=...)`, connect, send, headers and body), bodies read up to
-`MAX_BODY_BYTES` decoded.
+Session settings: proxies from the environment (HTTP(S)_PROXY / NO_PROXY, read once per session:
+the API host never changes, and aiohttp's `trust_env=True` would look them and ~/.netrc up again
+in a thread on every request, twice the CPU per poll); the default SSL context reads
+SSL_CERT_FILE / SSL_CERT_DIR; no redirects; a total deadline per attempt
+(`ClientTimeout(total=...)`: connect, send, headers and body); bodies read up to `MAX_BODY_BYTES`
+decoded.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import contextlib
 import socket
 import ssl
 import time
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow_provider_empirical.config import ApiConfig
 from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTransportError
@@ -41,8 +45,11 @@ from airflow_provider_empirical.protocol import (
 if TYPE_CHECKING:
     import aiohttp
 
-# Connections per shared session (event loop x connection). Measured with bench figure 2
-# (1,000 triggers, 1 s poll, 100 ms round trip, TLS): see docs/performance.md.
+# Connections per shared session (event loop x connection), i.e. requests in flight. Set from
+# bench figure 2 (1,000 triggers, 1 s poll, 100 ms round trip, TLS; docs/performance.md): 100-256
+# serve the same polls/s there (~85% of schedule, bounded by the CPU of lockstep wake-ups on
+# 2 shared cores), 512 or no cap serve fewer (1,000 connections swamp the server), and 256 keeps
+# 2.5x headroom (2,560 polls/s at 100 ms, 1,280 at 200 ms) for ~40 KiB per open connection.
 ASYNC_CONNECTIONS = 256
 _CHUNK = 64 * 1024
 
@@ -78,6 +85,15 @@ def transport_error(call: Call, exc: BaseException, config: ApiConfig) -> Empiri
     return transport_failure(call, config, type(exc).__name__, str(exc), sent=sent, permanent=permanent)
 
 
+def env_proxy(base_url: str) -> str | None:
+    """The proxy the environment sets for `base_url` (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), or None."""
+    parts = urlsplit(base_url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all") or None
+
+
 class AsyncEmpiricalClient:
     """Async face: the same calls over one aiohttp.ClientSession, made on first use."""
 
@@ -86,21 +102,39 @@ class AsyncEmpiricalClient:
         self.retry = retry or RetryPolicy()
         self._session_kwargs = session_kwargs
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}
+        self._headers = config.headers()
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
 
     def _open(self) -> aiohttp.ClientSession:
         import aiohttp
+        from yarl import URL  # an aiohttp dependency
 
         if self._session is None:
+            proxy = env_proxy(self.config.base_url)
+            if proxy:  # credentials in the proxy URL go in Proxy-Authorization, not in the URL
+                url = URL(proxy)
+                self._proxy = {"proxy": str(url.with_user(None))}
+                auth = aiohttp.BasicAuth.from_url(url)
+                if auth is not None:  # on the CONNECT for https; on each request for plain http
+                    credentials = {"Proxy-Authorization": auth.encode()}
+                    if self.config.base_url.startswith("https://"):
+                        self._proxy["proxy_headers"] = credentials
+                    else:
+                        self._headers.update(credentials)
+                        self._json_headers.update(credentials)
+            # The key goes in each request's headers, never in the session's defaults: aiohttp
+            # merges session defaults into the proxy's headers and turns an Authorization found
+            # there into Proxy-Authorization, which would hand the API key to the proxy.
             self._session = aiohttp.ClientSession(
-                headers=self.config.headers(),
                 connector=aiohttp.TCPConnector(limit=ASYNC_CONNECTIONS, ttl_dns_cache=300),
                 timeout=aiohttp.ClientTimeout(
                     total=self.config.timeout, sock_connect=connect_timeout(self.config.timeout)
                 ),
-                trust_env=True,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the API sets none; no per-request cookie filtering
                 **self._session_kwargs,
             )
         return self._session
@@ -131,8 +165,9 @@ class AsyncEmpiricalClient:
                 call.url(self.config),
                 params=call.query(),
                 data=call.content(),
-                headers={"Content-Type": "application/json"} if call.body is not None else None,
+                headers=self._json_headers if call.body is not None else self._headers,
                 allow_redirects=False,
+                **self._proxy,
                 timeout=aiohttp.ClientTimeout(total=budget, sock_connect=connect_timeout(budget)),
             ) as response:
                 async for chunk in response.content.iter_chunked(_CHUNK):

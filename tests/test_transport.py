@@ -217,6 +217,7 @@ class RawServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.served = 0
+        self.heads: list[bytes] = []  # each request's line and headers
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -235,6 +236,7 @@ class RawServer:
                             break
                         data += chunk
                     self.served += 1
+                    self.heads.append(data.split(b"\r\n\r\n")[0])
                     conn.sendall(self.reply)
                     conn.shutdown(socket.SHUT_WR)
 
@@ -316,6 +318,32 @@ def test_connection_refused_is_a_blip_retried_even_for_a_put(driver: str) -> Non
         isinstance(error, EmpiricalTransportError) and not error.permanent and not error.may_have_created_run
     )
     assert elapsed >= 0.05  # FAST's backoff ran: it was retried
+
+
+def test_proxy_from_the_environment_is_used_with_its_credentials(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b'{"data": {}}'
+    proxy = RawServer(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://proxyuser:proxypass@127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("http_proxy", f"http://proxyuser:proxypass@127.0.0.1:{proxy.port}")
+    try:
+        assert send(driver, config("http://127.0.0.1:9"), LIST) == {"data": {}}
+    finally:
+        proxy.close()
+    (head,) = proxy.heads
+    assert head.startswith(b"GET http://127.0.0.1:9/api/test-runs HTTP/1.1")
+    lines = {
+        line.split(b":", 1)[0].lower(): line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
+    }
+    assert lines[b"proxy-authorization"] == b"Basic cHJveHl1c2VyOnByb3h5cGFzcw=="  # never the API key
+    assert lines[b"authorization"] == f"Bearer {API_KEY}".encode()
 
 
 def test_both_drivers_trust_a_private_ca_from_ssl_cert_file(tls_files: tuple[str, str]) -> None:
