@@ -16,7 +16,13 @@ bench completes it explicitly there, to count it) and never blocks the accept lo
 The dbt stub answers ``GET /api/v2/accounts/<account>/runs/<id>/`` like dbt Cloud does
 (``{"data": {..., "status": 3}}``; 10 = success once the run's end time has passed), checks
 the ``Authorization: Token ...`` header, and takes the runs' end times from
-``POST /_setup {"runs": {"<id>": <epoch end>}}``. Its body is a trimmed dbt run object of about
+``POST /_setup {"runs": {"<id>": <epoch end>}, "delay": <seconds>}``.
+
+Round trip: a real API answers in tens to hundreds of milliseconds, and a client that cannot keep
+enough requests in flight only shows it then. The bench sets the same response delay on both
+servers once the runs exist: the emulator through its control route
+``POST /_emulator/response-delay {"seconds": s}`` (every API answer waits that long), the stub
+through ``"delay"`` in ``/_setup`` (every status answer waits that long, in its own thread). Its body is a trimmed dbt run object of about
 the same size as the emulator's answer (~500 bytes), so JSON parsing costs stay comparable.
 """
 
@@ -97,6 +103,7 @@ class DbtStubServer(ThreadingHTTPServer):
     allow_reuse_address = True
     ends: dict[int, float]
     tally: Tally
+    delay: float = 0.0  # seconds every status answer waits (a remote API's round trip)
 
 
 class DbtStubHandler(BaseHTTPRequestHandler):
@@ -121,8 +128,10 @@ class DbtStubHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path != "/_setup":
             return self._reply(404, {"status": {"code": 404}})
-        runs = json.loads(raw)["runs"]
-        self.server.ends.update({int(key): float(value) for key, value in runs.items()})
+        setup = json.loads(raw)
+        self.server.ends.update({int(key): float(value) for key, value in setup.get("runs", {}).items()})
+        if "delay" in setup:
+            self.server.delay = max(0.0, float(setup["delay"]))
         return self._reply(200, {"ok": True})
 
     def do_GET(self) -> None:
@@ -130,6 +139,8 @@ class DbtStubHandler(BaseHTTPRequestHandler):
         if not match:
             return self._reply(404, {"status": {"code": 404, "user_message": "not found"}})
         self.server.tally.add(self.server.tally.polls)
+        if self.server.delay:
+            time.sleep(self.server.delay)
         if self.headers.get("Authorization") != f"Token {DBT_TOKEN}":
             return self._reply(401, {"status": {"code": 401, "user_message": "Invalid token"}})
         run_id = int(match.group(2))
