@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Run the whole test suite (unit + end-to-end) against several Airflow versions.
 #
-#   scripts/test-matrix.sh                 # 2.11.2 3.1.8 3.3.2
+#   scripts/test-matrix.sh                 # 2.11.2 3.1.8 3.3.2 openlineage
 #   scripts/test-matrix.sh 2.11.2          # just one
+#   scripts/test-matrix.sh openlineage     # Airflow 3.3.2 + apache-airflow-providers-openlineage
 #   PYTEST_ARGS="-x -k hook" scripts/test-matrix.sh
+#
+# `openlineage` is Airflow 3.3.2 (MAIN_VERSION) with the optional OpenLineage provider in its own venv
+# (never in .venv: the provider is no dependency, and the main suite must pass without it). It runs
+# tests/test_openlineage.py only; OPENLINEAGE_TESTS=tests runs the whole suite there.
 #
 # Each version gets a venv at .venv-matrix/<version>, built once and reused
 # while pyproject.toml and the checkout's path are unchanged (a stamp file records that).
@@ -17,7 +22,7 @@ ROOT=$PWD
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 MAIN_VERSION=3.3.2
 VERSIONS=("$@")
-[ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(2.11.2 3.1.8 3.3.2)
+[ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(2.11.2 3.1.8 3.3.2 openlineage)
 MATRIX_DIR=$ROOT/.venv-matrix
 LOG_DIR=$MATRIX_DIR/logs
 mkdir -p "$LOG_DIR"
@@ -29,6 +34,19 @@ INSTALL_SUM=$( { cat pyproject.toml; echo "$ROOT"; } | cksum | cut -d' ' -f1)
 summary=()
 failed=0
 
+airflow_of() {  # the Airflow version of a matrix entry
+    case $1 in openlineage) echo "$MAIN_VERSION" ;; *) echo "$1" ;; esac
+}
+packages_of() {  # what an entry installs besides Airflow and this project
+    case $1 in openlineage) echo apache-airflow-providers-openlineage ;; esac
+}
+label_of() {
+    case $1 in openlineage) echo "Airflow $MAIN_VERSION + OpenLineage" ;; *) echo "Airflow $1" ;; esac
+}
+targets_of() {  # pytest's paths for an entry (none: the configured testpaths)
+    case $1 in openlineage) echo "${OPENLINEAGE_TESTS:-tests/test_openlineage.py}" ;; esac
+}
+
 venv_for() {  # echo the venv to use for $1, building it when needed; progress to stderr
     local v=$1 venv=$MATRIX_DIR/$1
     # the main venv, when the Makefile's stamp says it is up to date with pyproject.toml
@@ -37,6 +55,9 @@ venv_for() {  # echo the venv to use for $1, building it when needed; progress t
         echo "$ROOT/.venv"; return 0
     fi
     local stamp=$venv/.matrix-installed-$v-$INSTALL_SUM
+    local extra
+    # shellcheck disable=SC2207
+    extra=($(packages_of "$v"))
     if [ -f "$stamp" ] && [ -x "$venv/bin/python" ]; then
         echo "$venv"; return 0
     fi
@@ -45,8 +66,8 @@ venv_for() {  # echo the venv to use for $1, building it when needed; progress t
     if ! {
         { [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"; } &&
         "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip &&
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check "apache-airflow==$v" \
-            -e ".[test]" --config-settings editable_mode=compat
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "apache-airflow==$(airflow_of "$v")" \
+            "${extra[@]}" -e ".[test]" --config-settings editable_mode=compat
     } >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         return 1
@@ -60,13 +81,15 @@ for v in "${VERSIONS[@]}"; do
     start=$SECONDS
     log=$LOG_DIR/$v.log
     if ! venv=$(venv_for "$v"); then
-        summary+=("matrix: Airflow $v  FAILED  venv build failed  ($((SECONDS - start))s)")
+        summary+=("matrix: $(label_of "$v")  FAILED  venv build failed  ($((SECONDS - start))s)")
         failed=1
         continue
     fi
     built=$((SECONDS - start))
     echo "[$v] pytest in $venv (log: ${log#"$ROOT"/})"
-    "$venv/bin/python" -m pytest -q "${PYTEST_ARGS[@]}" >"$log" 2>&1
+    # shellcheck disable=SC2207
+    targets=($(targets_of "$v"))
+    "$venv/bin/python" -m pytest -q "${PYTEST_ARGS[@]}" "${targets[@]}" >"$log" 2>&1
     rc=$?
     # pytest's closing line, with or without its ===== frame (-q drops it)
     counts=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s|no tests ran' "$log" \
@@ -79,7 +102,7 @@ for v in "${VERSIONS[@]}"; do
         failed=1
         grep -E '^(FAILED|ERROR) ' "$log" || tail -n 30 "$log"
     fi
-    summary+=("matrix: Airflow $v  $status  $counts  (venv ${built}s, total $((SECONDS - start))s)")
+    summary+=("matrix: $(label_of "$v")  $status  $counts  (venv ${built}s, total $((SECONDS - start))s)")
 done
 
 echo
