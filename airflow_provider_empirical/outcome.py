@@ -22,9 +22,6 @@ if TYPE_CHECKING:
 
 Status = Literal["success", "failed", "empty", "error", "cancelled", "timeout"]
 STATUSES: frozenset[str] = frozenset({"success", "failed", "empty", "error", "cancelled", "timeout"})
-# A status check started just before the wait's deadline may take this long to finish: the
-# deadline holds within one poll interval plus one request.
-REQUEST_GRACE = 30.0
 # Answers in a row that end a wait although each alone could be a blip: 2xx bodies that do not
 # match the contract, and transport failures that look permanent (TLS verification, DNS).
 MAX_STRIKES = 3
@@ -169,7 +166,9 @@ def wait_for_test_run(
         time.sleep(step)
         result: TestRun | BaseException
         try:
-            result = hook.get_test_run(test_run_id, deadline=end_time + REQUEST_GRACE)
+            # a check started just before the deadline may take one request timeout, no more:
+            # retries and their pauses stop there too
+            result = hook.get_test_run(test_run_id, deadline=end_time + hook.config.timeout)
             waiter.url = waiter.url or hook.test_run_url(test_run_id)
         except Exception as exc:
             result = exc
@@ -194,7 +193,8 @@ async def await_test_run(
         await asyncio.sleep(step)
         result: TestRun | BaseException
         try:
-            result = await hook.aget_test_run(test_run_id, deadline=end_time + REQUEST_GRACE)
+            grace = (await hook.aconfig()).timeout
+            result = await hook.aget_test_run(test_run_id, deadline=end_time + grace)
             waiter.url = waiter.url or await hook.atest_run_url(test_run_id)
         except Exception as exc:
             result = exc
