@@ -28,7 +28,7 @@ def test_the_explicit_signatures_agree_with_the_one_table_of_fields() -> None:
     assert set(TRIGGER_FIELDS) <= operator_args
     assert list(TRIGGER_FIELDS)[:6] == ["environment", "build", "branch", "metadata", "environment_variables_overrides", "tags"]
     assert "test_case_ids" in TRIGGER_FIELDS
-    assert EmpiricalTestRunSensor.template_fields == ("test_run_id",)
+    assert EmpiricalTestRunSensor.template_fields == ("test_run_id", "environment", "branch", "created_after")
 
 
 @pytest.mark.parametrize(("kwargs", "field"), BAD_TRIGGERS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_TRIGGERS)])
