@@ -253,3 +253,24 @@ def test_the_slug_link_resolves_on_the_emulators_dashboard(empirical_conn: Emula
     run_id = hook.trigger_test_run("production")["id"]
     page = httpx.get(hook.test_run_url(run_id))
     assert page.status_code == 200 and f"#{run_id}" in page.text
+
+
+def test_listing_stops_when_the_server_repeats_a_page_forever(empirical_conn: Emulator) -> None:
+    page = {"data": {"project": {"slug": "demo"}, "test_runs": {"items": [{"id": 3, "state": "ended"}]}},
+            "pagination": {"page": 1, "per_page": 1, "total": 10**9, "total_pages": 10**9}}
+    empirical_conn.add_fault(method="GET", path="/api/test-runs", times=-1, status=200, body=page)
+    assert [run["id"] for run in EmpiricalHook().list_test_runs(per_page=1)] == [3]
+    assert empirical_conn.count("GET", "/api/test-runs") == 2  # the second page repeated the first
+
+
+def test_a_list_answer_without_items_is_a_contract_error(empirical_conn: Emulator) -> None:
+    empirical_conn.add_fault(method="GET", path="/api/test-runs", times=1, status=200, body={"data": {"runs": []}})
+    with pytest.raises(EmpiricalContractError, match="data.test_runs.items"):
+        list(EmpiricalHook().list_test_runs())
+
+
+def test_a_deferrable_sensor_refuses_a_sub_second_poke_interval() -> None:
+    from airflow_provider_empirical.errors import EmpiricalValidationError
+
+    with pytest.raises(EmpiricalValidationError, match="`poke_interval` must be at least 1"):
+        EmpiricalTestRunSensor(task_id="s", test_run_id=1, poke_interval=0.1, deferrable=True)
