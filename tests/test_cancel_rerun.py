@@ -191,3 +191,71 @@ def test_cancel_operator_cancels_or_reports_the_run_had_ended(run_dag: Any, emul
     (cancel,) = _posts(emulator, "/cancel")
     assert cancel.json["reason"] == f"rolled back {dag_run.run_id}"
     assert xcoms(dag_run, "cancel_tests")["return_value"] is True
+
+
+# -- a worker that died between sending the trigger and recording the run (Airflow 3.3 durable state) --
+
+
+class _Store:
+    """The task_state_store's interface (get/set/delete); Airflow's own needs a running supervisor."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+class _TI:
+    dag_id, run_id, task_id, try_number = "d", "r", "t", 2
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_a_try_that_died_mid_trigger_is_not_followed_by_a_second_run(empirical_conn: Emulator) -> None:
+    from airflow_provider_empirical.operators.empirical import TRIGGER_SENT_KEY, EmpiricalTriggerTestRunOperator
+
+    store = _Store()
+    store.set(TRIGGER_SENT_KEY, 1)  # try 1 sent its PUT, then the worker died before recording the run
+    op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production")
+    context: Any = {"ti": _TI(), "task_state_store": store, "run_id": "r"}
+    with pytest.raises(EmpiricalTriggerUncertainError, match="ended before it could record"):
+        op.execute(context)
+    assert empirical_conn.count("PUT") == 0
+    assert op.execute(context) == empirical_conn.runs[0]["id"]  # said once: a user's clear starts anew
+    assert empirical_conn.count("PUT") == 1 and TRIGGER_SENT_KEY not in store.data
+
+
+def test_a_definite_rejection_clears_the_marker_so_a_retry_may_try_again(empirical_conn: Emulator) -> None:
+    from airflow_provider_empirical.errors import EmpiricalAuthError
+    from airflow_provider_empirical.operators.empirical import TRIGGER_SENT_KEY, EmpiricalTriggerTestRunOperator
+
+    store = _Store()
+    empirical_conn.add_fault(method="PUT", path="/api/test-runs", times=1, status=401)
+    op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production")
+    with pytest.raises(EmpiricalAuthError):
+        op.execute({"ti": _TI(), "task_state_store": store, "run_id": "r"})
+    assert TRIGGER_SENT_KEY not in store.data
+
+
+def test_a_killed_poking_sensor_cancels_only_when_told(empirical_conn: Emulator) -> None:
+    from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
+
+    empirical_conn.queue_runs(RunScript(run_for=60), RunScript(run_for=60))
+    first = EmpiricalHook().trigger_test_run("production")["id"]
+    second = EmpiricalHook().trigger_test_run("production")["id"]
+    for run_id, flag in ((first, False), (second, True)):
+        sensor = EmpiricalTestRunSensor(task_id="s", test_run_id=run_id, cancel_on_kill=flag)
+        assert sensor.poke({}) is False
+        sensor.on_kill()
+    assert [r.path for r in _posts(empirical_conn, "/cancel")] == [f"/api/test-runs/{second}/cancel"]

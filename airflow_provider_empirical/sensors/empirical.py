@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_empirical.errors import EmpiricalValidationError
+from airflow_provider_empirical.errors import EmpiricalError, EmpiricalValidationError
 from airflow_provider_empirical.links import (
     DEFAULT_CONN_ID,
     TEST_RUN_ID_KEY,
@@ -61,8 +61,8 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
     :param empirical_conn_id: connection of type ``empirical``.
     :param fail_on_test_failure: fail when the run ends with failed tests.
     :param fail_on_empty_run: fail when the run ended having executed no test.
-    :param cancel_on_kill: cancel the run when this task is killed while deferred (Airflow 3.3+).
-        Off by default: the sensor may be waiting on another team's run.
+    :param cancel_on_kill: cancel the run when this task is killed: while poking, or while
+        deferred (Airflow 3.3+). Off by default: the sensor may be waiting on another team's run.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     """
 
@@ -262,6 +262,20 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         finally:
             if "hook" in self.__dict__:
                 self.hook.close()
+
+    def on_kill(self) -> None:
+        """A killed poking sensor cancels the run only when told (it may be another team's run)."""
+        run_id = self.__dict__.get("_chosen")
+        if not self.cancel_on_kill or run_id is None:
+            return
+        try:
+            cancelled = self.hook.cancel_test_run(
+                run_id, reason=f"Airflow sensor {self.dag_id}.{self.task_id} was killed"
+            )
+        except EmpiricalError as exc:
+            self.log.warning("Could not cancel Empirical test run %s: %s", run_id, exc.message)
+            return
+        self.log.info("Test run %s %s", run_id, "cancelled" if cancelled else "had already ended")
 
     def _finish(self, context: Context, event: Any) -> dict[str, Any]:
         from airflow_provider_empirical.outcome import resolve, summary_of, validate_event
