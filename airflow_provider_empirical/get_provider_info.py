@@ -12,6 +12,7 @@ from typing import Any
 INTEGRATION = "Empirical"
 API_URL = "https://api.empirical.run"
 DASHBOARD_URL = "https://dash.empirical.run"
+HOW_TO_GUIDES = ["/docs/operators.md", "/docs/sensor-and-trigger.md", "/docs/stopping-and-rerunning.md"]
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "project_id": {
@@ -68,6 +69,8 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": INTEGRATION,
                 "external-doc-url": "https://docs.empirical.run",
+                # one guide per operator, as the official providers list theirs (paths in this repo)
+                "how-to-guide": HOW_TO_GUIDES,
                 "tags": ["software"],
             }
         ],

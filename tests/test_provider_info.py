@@ -103,3 +103,12 @@ def test_airflow_providers_manager_sees_our_connection_form() -> None:
     assert behaviour["relabeling"]["password"] == "API key"
     widgets = manager.connection_form_widgets
     assert "extra__empirical__project_id" in widgets
+
+
+def test_each_how_to_guide_is_a_page_in_this_repository() -> None:
+    from tests.conftest import ROOT
+
+    (integration,) = get_provider_info()["integrations"]
+    assert integration["how-to-guide"]
+    for path in integration["how-to-guide"]:
+        assert (ROOT / path.lstrip("/")).is_file(), path
