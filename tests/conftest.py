@@ -7,8 +7,10 @@ Empirical emulator. The API key is distinctive so leak checks can grep for it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -98,3 +100,38 @@ def empirical_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emula
     """`empirical_default` pointing at the emulator through AIRFLOW_CONN_EMPIRICAL_DEFAULT."""
     monkeypatch.setenv("AIRFLOW_CONN_EMPIRICAL_DEFAULT", conn_json(emulator))
     return emulator
+
+
+# -- real DAG runs (dag.test()) against the emulator, shared by the end-to-end test modules --
+
+QUICK = {"queued_for": 0.1, "run_for": 0.5}
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> Any:
+    from tests.airflow_helpers import load_dags  # imports Airflow: after the environment above is set
+
+    bag = load_dags(str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    return bag
+
+
+@pytest.fixture
+def run_dag(dagbag: Any, empirical_conn: Emulator) -> Any:
+    def run(dag_id: str, conf: dict[str, Any] | None = None) -> Any:
+        _task_console_to_current_stdout()
+        return dagbag.get_dag(dag_id).test(run_conf=conf)
+
+    return run
+
+
+def _task_console_to_current_stdout() -> None:
+    """Airflow 2's dag.test() adds one StreamHandler(sys.stdout) to the task logger per process,
+    bound to the stdout of the first test that ran a DAG: point it at this test's stdout so that
+    capsys/capfd see the task logs (Airflow 3 prints to the current stdout anyway)."""
+    for handler in logging.getLogger("airflow.task").handlers:
+        if type(handler) is logging.StreamHandler:
+            try:
+                handler.setStream(sys.stdout)
+            except ValueError:  # the old stream (an earlier test's capture) is closed
+                handler.stream = sys.stdout

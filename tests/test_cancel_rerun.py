@@ -20,7 +20,7 @@ from airflow_provider_empirical.errors import (
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
 from airflow_provider_empirical.triggers.empirical import EmpiricalTestRunTrigger
 from tests.airflow_helpers import task_states, xcoms
-from tests.test_e2e_dags import QUICK, dagbag, run_dag  # noqa: F401  (fixtures)
+from tests.conftest import QUICK
 
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
 
@@ -223,7 +223,10 @@ class _TI:
 
 
 def test_a_try_that_died_mid_trigger_is_not_followed_by_a_second_run(empirical_conn: Emulator) -> None:
-    from airflow_provider_empirical.operators.empirical import TRIGGER_SENT_KEY, EmpiricalTriggerTestRunOperator
+    from airflow_provider_empirical.operators.empirical import (
+        TRIGGER_SENT_KEY,
+        EmpiricalTriggerTestRunOperator,
+    )
 
     store = _Store()
     store.set(TRIGGER_SENT_KEY, 1)  # try 1 sent its PUT, then the worker died before recording the run
@@ -238,7 +241,10 @@ def test_a_try_that_died_mid_trigger_is_not_followed_by_a_second_run(empirical_c
 
 def test_a_definite_rejection_clears_the_marker_so_a_retry_may_try_again(empirical_conn: Emulator) -> None:
     from airflow_provider_empirical.errors import EmpiricalAuthError
-    from airflow_provider_empirical.operators.empirical import TRIGGER_SENT_KEY, EmpiricalTriggerTestRunOperator
+    from airflow_provider_empirical.operators.empirical import (
+        TRIGGER_SENT_KEY,
+        EmpiricalTriggerTestRunOperator,
+    )
 
     store = _Store()
     empirical_conn.add_fault(method="PUT", path="/api/test-runs", times=1, status=401)

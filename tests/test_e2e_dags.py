@@ -7,8 +7,6 @@ Airflow's start-up cost is paid once for the module (first `dag.test()` ~10 s).
 from __future__ import annotations
 
 import json
-import logging
-import sys
 import time
 from typing import Any
 
@@ -16,38 +14,9 @@ import pytest
 
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from tests.airflow_helpers import load_dags, rendered_fields, task_states, xcoms
-from tests.conftest import DAGS_FOLDER
+from tests.conftest import QUICK
 
 pytestmark = pytest.mark.e2e
-QUICK = {"queued_for": 0.1, "run_for": 0.5}
-
-
-@pytest.fixture(scope="module")
-def dagbag() -> Any:
-    bag = load_dags(str(DAGS_FOLDER))
-    assert bag.import_errors == {}
-    return bag
-
-
-@pytest.fixture
-def run_dag(dagbag: Any, empirical_conn: Emulator) -> Any:
-    def run(dag_id: str, conf: dict[str, Any] | None = None) -> Any:
-        _task_console_to_current_stdout()
-        return dagbag.get_dag(dag_id).test(run_conf=conf)
-
-    return run
-
-
-def _task_console_to_current_stdout() -> None:
-    """Airflow 2's dag.test() adds one StreamHandler(sys.stdout) to the task logger per process,
-    bound to the stdout of the first test that ran a DAG: point it at this test's stdout so that
-    capsys/capfd see the task logs (Airflow 3 prints to the current stdout anyway)."""
-    for handler in logging.getLogger("airflow.task").handlers:
-        if type(handler) is logging.StreamHandler:
-            try:
-                handler.setStream(sys.stdout)
-            except ValueError:  # the old stream (an earlier test's capture) is closed
-                handler.stream = sys.stdout
 
 
 WAITS = [

@@ -15,8 +15,7 @@ from airflow.utils.session import create_session
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
 from airflow_provider_empirical.triggers.empirical import EmpiricalTestRunTrigger
-from tests.conftest import API_KEY
-from tests.test_e2e_dags import QUICK, dagbag, run_dag  # noqa: F401  (fixtures)
+from tests.conftest import API_KEY, QUICK
 
 pytestmark = pytest.mark.e2e
 

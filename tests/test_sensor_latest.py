@@ -13,7 +13,7 @@ from airflow_provider_empirical.errors import EmpiricalValidationError
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 from tests.airflow_helpers import task_states, xcoms
-from tests.test_e2e_dags import QUICK, dagbag, run_dag  # noqa: F401  (fixtures)
+from tests.conftest import QUICK
 
 HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
 
