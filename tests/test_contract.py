@@ -141,6 +141,26 @@ def test_failed_tests_are_listed_in_the_log_and_the_first_ten_named_in_the_error
     assert len(summary["failed_tests"]) == 55 and set(summary["failed_tests"][0]) == {"name", "status", "pw_test_id"}
 
 
+@pytest.mark.parametrize("cases_endpoint", ["answers", "missing"])
+def test_without_rows_the_names_come_from_the_cases_endpoint_once_or_the_counts_do(
+    empirical_conn: Emulator, cases_endpoint: str
+) -> None:
+    empirical_conn.set_shape("flat")
+    run_id = _start(empirical_conn, outcome="failed", tests=TESTS[:4], failed_tests=[TESTS[2]])
+    if cases_endpoint == "missing":
+        empirical_conn.add_fault(method="GET", path="/api/v2/test-runs/*", times=1, status=404)
+    hook = EmpiricalHook()
+    run = hook.with_failed_tests(hook.get_test_run(run_id))
+    assert empirical_conn.count("GET", "/api/v2/") == 1
+    if cases_endpoint == "answers":
+        assert [case["name"] for case in run["failed_tests"] or []] == [TESTS[2]]
+    else:
+        assert run["failed_tests"] is None and run["failed_count"] == 1
+    passed = _start(empirical_conn, outcome="passed")
+    hook.with_failed_tests(hook.get_test_run(passed))
+    assert empirical_conn.count("GET", "/api/v2/") == 1  # never asked when nothing failed
+
+
 def test_without_rows_the_log_says_so_in_one_line(empirical_conn: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     empirical_conn.set_shape("flat")
     run_id = _start(empirical_conn, outcome="failed")

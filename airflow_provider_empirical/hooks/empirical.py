@@ -35,7 +35,15 @@ from airflow_provider_empirical.errors import (
 )
 from airflow_provider_empirical.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_empirical.links import DEFAULT_CONN_ID
-from airflow_provider_empirical.models import TestRun, parse_created_at, parse_test_run
+from airflow_provider_empirical.models import (
+    FAILED_STATUSES,
+    FLAKY_STATUSES,
+    MAX_LISTED_TESTS,
+    TestRun,
+    parse_created_at,
+    parse_test_cases,
+    parse_test_run,
+)
 from airflow_provider_empirical.validation import (
     boolean,
     positive_int,
@@ -342,6 +350,30 @@ class EmpiricalHook(BaseHook):
             total_pages = (payload.get("pagination") or {}).get("total_pages")
             if not items or not isinstance(total_pages, int) or page >= total_pages:
                 return
+
+    def with_failed_tests(self, run: TestRun) -> TestRun:
+        """The run with its failed tests' names, when its answer had failed tests but no per-test rows.
+
+        One GET of ``/api/v2/test-runs/{id}/cases``, an endpoint Empirical's own tooling uses but
+        does not document: best effort, so any problem leaves the run as it was (counts only).
+        """
+        if run.get("failed_tests") is not None or not run.get("failed_count"):
+            return run
+        call = Call("GET", f"/api/v2/test-runs/{positive_int(run['id'], 'test_run_id')}/cases")
+        try:
+            rows = self.client.request(call).get("data")
+            if not isinstance(rows, list) or not rows:
+                raise ValueError("no rows")
+        except (EmpiricalError, ValueError, AttributeError) as exc:
+            reason = exc.message if isinstance(exc, EmpiricalError) else "an answer without rows"
+            self.log.info("No failed test names from %s: %s", call.endpoint, reason)
+            return run
+        cases = parse_test_cases([row for row in rows if isinstance(row, dict)])
+        failed = [case for case in cases if case["status"].lower() in FAILED_STATUSES]
+        flaky = [case for case in cases if case["status"].lower() in FLAKY_STATUSES]
+        return TestRun(
+            **{**run, "failed_tests": failed[:MAX_LISTED_TESTS], "flaky_tests": flaky[:MAX_LISTED_TESTS]}
+        )
 
     def latest_test_run(
         self, *, created_after: datetime, environment: str | None = None, branch: str | None = None

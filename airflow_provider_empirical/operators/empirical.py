@@ -388,6 +388,8 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
         from airflow_provider_empirical.outcome import resolve, summary_of, validate_event
 
         event = dict(validate_event(event))
+        if event["status"] == "failed" and event.get("test_run"):
+            event["test_run"] = self.hook.with_failed_tests(event["test_run"])
         if event["status"] == "timeout" and self.cancel_on_timeout:
             event["message"] += self._cancel(event["test_run_id"], why="timed out")
         self.test_run_summary = summary_of(event)  # also when the task fails

@@ -280,7 +280,10 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
     def _finish(self, context: Context, event: Any) -> dict[str, Any]:
         from airflow_provider_empirical.outcome import resolve, summary_of, validate_event
 
-        self.test_run_summary = summary_of(validate_event(event))  # also when the task fails
+        event = dict(validate_event(event))
+        if event["status"] == "failed" and event.get("test_run"):
+            event["test_run"] = self.hook.with_failed_tests(event["test_run"])
+        self.test_run_summary = summary_of(event)  # also when the task fails
         summary = resolve(
             event,
             fail_on_test_failure=self.fail_on_test_failure,
