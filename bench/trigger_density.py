@@ -21,8 +21,8 @@ ask for: each trigger polls once per poll interval plus one round trip (it sleep
 after each answer), so a trigger that waited W seconds is owed W / (POLL + delay) polls.
 
 TLS: a throwaway self-signed certificate for 127.0.0.1 (openssl CLI); both servers serve https
-with it and the trigger process gets ``SSL_CERT_FILE=<cert>``, which httpx (``trust_env``) and
-aiohttp (OpenSSL default paths) both honour, so both clients verify it as usual.
+with it and the trigger process gets ``SSL_CERT_FILE=<cert>``, which both aiohttp clients honour
+(OpenSSL default paths), so both verify it as usual.
 
 Plain HTTP: the dbt Cloud hook always builds ``https://{tenant}/api/v2/...``, so for this
 transport only the child replaces the scheme with ``http`` (one wrapper around
