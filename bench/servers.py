@@ -22,7 +22,8 @@ Round trip: a real API answers in tens to hundreds of milliseconds, and a client
 enough requests in flight only shows it then. The bench sets the same response delay on both
 servers once the runs exist: the emulator through its control route
 ``POST /_emulator/response-delay {"seconds": s}`` (every API answer waits that long), the stub
-through ``"delay"`` in ``/_setup`` (every status answer waits that long, in its own thread). Its body is a trimmed dbt run object of about
+through ``"delay"`` in ``/_setup`` (every status answer waits that long, in its own thread). Its
+body is a trimmed dbt run object of about
 the same size as the emulator's answer (~500 bytes), so JSON parsing costs stay comparable.
 """
 

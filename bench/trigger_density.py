@@ -2,7 +2,8 @@
 
 Measured three times: over TLS with every status answer delayed 100 ms, as a remote API's round
 trip would be (production-like; decides pass/miss with the targets of issue 14), over TLS with
-no delay (loopback; the earlier figure, kept as it was) and over plain HTTP (reference). Three processes per side and transport: this one (orchestrates), the
+no delay (loopback; the earlier figure, kept as it was) and over plain HTTP (reference). Three
+processes per side and transport: this one (orchestrates), the
 API server (`servers.py`, so its CPU is not counted) and the trigger process (`child` mode below),
 which:
 
