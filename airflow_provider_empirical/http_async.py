@@ -130,7 +130,14 @@ class AsyncEmpiricalClient:
             # merges session defaults into the proxy's headers and turns an Authorization found
             # there into Proxy-Authorization, which would hand the API key to the proxy.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=ASYNC_CONNECTIONS, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(
+                    limit=ASYNC_CONNECTIONS,
+                    ttl_dns_cache=300,
+                    # the connection's private CA, else the default context (honours SSL_CERT_FILE)
+                    ssl=ssl.create_default_context(cafile=self.config.ca_bundle)
+                    if self.config.ca_bundle
+                    else True,
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=self.config.timeout, sock_connect=connect_timeout(self.config.timeout)
                 ),

@@ -71,6 +71,8 @@ class EmpiricalClient:
             timeout=httpx.Timeout(config.timeout, connect=connect_timeout(config.timeout)),
             follow_redirects=False,
             trust_env=True,
+            # the connection's private CA, else the default (trust_env: honours SSL_CERT_FILE / _DIR)
+            verify=ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True,
             **httpx_kwargs,
         )
 

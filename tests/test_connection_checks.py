@@ -94,7 +94,6 @@ def test_test_connection_never_raises(emulator: Emulator, monkeypatch: pytest.Mo
     assert ok is False and "no_such_connection" in message
 
 
-@pytest.mark.xfail(strict=True, reason="ca_bundle is not wired into the HTTP drivers yet")
 def test_a_private_ca_bundle_is_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ca_bundle` points both drivers at a private CA (an https emulator with a self-signed cert)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
