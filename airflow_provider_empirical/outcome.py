@@ -164,6 +164,7 @@ def wait_for_test_run(
     step: WaitEvent | float = min(first_delay, max(0.0, end_time - time.time()))
     while not isinstance(step, dict):
         time.sleep(step)
+        started = time.time()
         result: TestRun | BaseException
         try:
             # a check started just before the deadline may take one request timeout, no more:
@@ -172,7 +173,7 @@ def wait_for_test_run(
             waiter.url = waiter.url or hook.test_run_url(test_run_id)
         except Exception as exc:
             result = exc
-        step = waiter.step(result)
+        step = _cadence(waiter.step(result), started)
     return step
 
 
@@ -191,6 +192,7 @@ async def await_test_run(
     step: WaitEvent | float = min(first_delay, max(0.0, end_time - time.time()))
     while not isinstance(step, dict):
         await asyncio.sleep(step)
+        started = time.time()
         result: TestRun | BaseException
         try:
             grace = (await hook.aconfig()).timeout
@@ -198,8 +200,15 @@ async def await_test_run(
             waiter.url = waiter.url or await hook.atest_run_url(test_run_id)
         except Exception as exc:
             result = exc
-        step = waiter.step(result)
+        step = _cadence(waiter.step(result), started)
     return step
+
+
+def _cadence(step: WaitEvent | float, started: float) -> WaitEvent | float:
+    """Polls start every `poll_interval`: the time the check itself took is not slept again."""
+    if isinstance(step, dict):
+        return step
+    return max(0.0, step - (time.time() - started))
 
 
 def summary_of(event: WaitEvent) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -73,7 +74,9 @@ class EmpiricalTestRunTrigger(BaseTrigger):
                 poll_interval=self.poll_interval,
                 end_time=self.end_time,
                 log=self.log,
-                first_delay=self.poll_interval,  # the task checked the run just before deferring
+                # the task checked the run just before deferring; a random phase within the second
+                # half of the interval keeps a thousand triggers deferred together from polling in waves
+                first_delay=self.poll_interval * random.uniform(0.5, 1.0),
             )
         finally:
             await hook.aclose()
