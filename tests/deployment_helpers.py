@@ -43,6 +43,12 @@ COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 POLL_INTERVAL = "2"
 
 
+# A home with a finished run of the smoke example, left by tests/test_deployment.py (its
+# processes stopped) for the browser test to serve with just an API server: home, emulator_url,
+# dag_id, run_id, task_id, url (the run's dashboard URL, as the extra link must show it).
+FINISHED_SMOKE: dict[str, Any] = {}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -232,7 +238,19 @@ class Deployment:
 
     # -- processes --
 
-    def start(self, components: Iterable[str] = COMPONENTS, timeout: float = 120.0) -> Deployment:
+    def start(
+        self, components: Iterable[str] = COMPONENTS, timeout: float = 120.0, migrate: bool = True
+    ) -> Deployment:
+        """Start the components; `migrate=False` reuses a home an earlier deployment migrated."""
+        if migrate:
+            self.migrate()
+        for component in components:
+            log = self.home / f"{component}.log"
+            self.processes[component] = _spawn([self.airflow, component], self.env, self.home, log)
+        wait_until("the API server to be healthy", self._healthy, timeout)
+        return self
+
+    def migrate(self) -> None:
         migrate = subprocess.run(
             [self.airflow, "db", "migrate"],
             env=self.env,
@@ -248,11 +266,6 @@ class Deployment:
         # block the writer ("database is locked" otherwise, under a burst of concurrent runs).
         with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
             db.execute("PRAGMA journal_mode=WAL")
-        for component in components:
-            log = self.home / f"{component}.log"
-            self.processes[component] = _spawn([self.airflow, component], self.env, self.home, log)
-        wait_until("the API server to be healthy", self._healthy, timeout)
-        return self
 
     def _healthy(self) -> bool:
         self.check_alive()
@@ -265,6 +278,9 @@ class Deployment:
                 raise RuntimeError(
                     f"airflow {name} exited with {process.returncode}:\n{tail(self.home / f'{name}.log')}"
                 )
+
+    def stop_component(self, name: str) -> None:
+        stop_group(self.processes.pop(name, None))
 
     def stop(self) -> None:
         # api-server last: the others may still report to it while shutting down

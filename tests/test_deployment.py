@@ -187,6 +187,17 @@ def batch(stack: tuple[Deployment, EmulatorProcess]) -> Batch:
         print(deployment.logs(), file=sys.stderr)
         raise
     print(f"\n[deployment] {len(waits)} DAG runs finished in {time.monotonic() - started:.1f} s")
+    if result.states[result.runs[SMOKE]] == "success":  # the browser test opens this one
+        url = deployment.xcoms(SMOKE, result.runs[SMOKE], "smoke_tests")["test_run_url"]
+        helpers.FINISHED_SMOKE.clear()
+        helpers.FINISHED_SMOKE.update(
+            home=deployment.home,
+            emulator_url=emulator.url,
+            dag_id=SMOKE,
+            run_id=result.runs[SMOKE],
+            task_id="smoke_tests",
+            url=url,
+        )
     return result
 
 

@@ -1,11 +1,19 @@
-"""The Empirical connection form as a user sees it in the Airflow 3 UI, in a real browser.
+"""What users see of the provider in the Airflow 3 UI, in a real browser.
 
-Starts `airflow api-server` on loopback in a throwaway AIRFLOW_HOME (SQLite, simple auth
-manager, everyone admin), drives Debian's chromium with Playwright through Admin ->
-Connections -> Add, checks the labels, placeholders, extra fields and hidden fields that
-`get_provider_info()` declares, saves a connection and reads it back through the REST API
-and the metadata database. Screenshot of the filled form: .artifacts/connection-form.png
-(and docs/connection-form.png for the README when UPDATE_DOCS_SCREENSHOT=1).
+1. The Empirical connection form: drives Debian's chromium with Playwright through Admin ->
+   Connections -> Add, checks the labels, placeholders, extra fields and hidden fields that
+   `get_provider_info()` declares, saves a connection and reads it back through the REST API
+   and the metadata database. Screenshot of the filled form: .artifacts/connection-form.png.
+2. The "Empirical test run" extra link on a finished task instance of the smoke example
+   (`empirical_post_deploy_smoke`, run by a real scheduler and triggerer): opens the task,
+   its Details tab, and finds the link with the run's dashboard URL. Screenshot:
+   .artifacts/extra-link.png.
+
+Both are served by one `airflow api-server` (simple auth manager, everyone admin) on a
+throwaway AIRFLOW_HOME (tests/deployment_helpers.py): the home tests/test_deployment.py left
+when it ran in the same session, else a deployment started here to run the smoke example.
+docs/connection-form.png and docs/extra-link.png are refreshed only when
+UPDATE_DOCS_SCREENSHOT=1.
 
 Needs: `pip install playwright` (no browser download) and Debian's chromium
 (`scripts/install-browser.sh`). Skipped, with the reason, only when those cannot be had.
@@ -16,9 +24,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.deployment_helpers import FINISHED_SMOKE, Deployment, EmulatorProcess
 
 pytestmark = [
     pytest.mark.browser,
@@ -57,6 +64,9 @@ CONN_ID = "empirical_ui"
 API_URL = "https://api.empirical.run"
 API_KEY = "emp-ui-form-key-5d81e0-do-not-leak"
 SERVER_START_TIMEOUT = 120.0  # seconds; healthy after ~8-10 s here
+SMOKE = "empirical_post_deploy_smoke"
+EXTRA_LINK_SHOT = ARTIFACTS / "extra-link.png"
+DOCS_EXTRA_LINK_SHOT = ROOT / "docs" / "extra-link.png"
 
 
 def _skip_loudly(why: str) -> None:
@@ -102,12 +112,6 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _get_json(url: str, token: str | None = None) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
@@ -115,8 +119,9 @@ def _get_json(url: str, token: str | None = None) -> Any:
 
 
 class ApiServer:
-    def __init__(self, home: Path, env: dict[str, str], url: str) -> None:
+    def __init__(self, home: Path, env: dict[str, str], url: str, smoke: dict[str, Any]) -> None:
         self.home, self.env, self.url = home, env, url
+        self.smoke = smoke  # a finished run of the smoke example: dag_id, run_id, task_id, url
 
     def token(self) -> str:
         """A JWT from the simple auth manager (with all-admins on, GET /auth/token hands one out)."""
@@ -139,95 +144,46 @@ class ApiServer:
 
 @pytest.fixture(scope="module")
 def api_server(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    home = tmp_path_factory.mktemp("ui-airflow-home")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    venv_bin = str(Path(sys.executable).parent)
-    # Not the suite's AIRFLOW_HOME / connections that conftest.py put in os.environ.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        {
-            "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        }
-    )
-    (home / "dags").mkdir()
-    airflow = shutil.which("airflow", path=env["PATH"])
-    assert airflow, f"no `airflow` executable in {venv_bin}"
-    migrate = subprocess.run(
-        [airflow, "db", "migrate"],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert migrate.returncode == 0, f"airflow db migrate failed:\n{(migrate.stdout + migrate.stderr)[-3000:]}"
+    """`airflow api-server` on a home holding a finished run of the smoke example.
 
-    log_path = home / "api-server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [airflow, "api-server"],
-            env=env,
-            cwd=home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    After tests/test_deployment.py (same session) that is its home, served by a fresh API
+    server alone. Otherwise a whole deployment (scheduler, dag-processor, triggerer, API
+    server, emulator) runs the smoke example once, then all but the API server stop.
+    """
+    started = time.monotonic()
+    emulator: EmulatorProcess | None = None
+    deployment: Deployment | None = None
     try:
-        started = time.monotonic()
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                health = _get_json(f"{url}/api/v2/monitor/health")
-                if health["metadatabase"]["status"] == "healthy":
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            if time.monotonic() - started > SERVER_START_TIMEOUT:
-                pytest.fail(
-                    f"airflow api-server not healthy after {SERVER_START_TIMEOUT:.0f} s:\n"
-                    f"{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.25)
-        print(f"\n[ui] api-server healthy on {url} after {time.monotonic() - started:.1f} s")
-        yield ApiServer(home, env, url)
+        if FINISHED_SMOKE:
+            smoke = dict(FINISHED_SMOKE)
+            deployment = Deployment(smoke["home"], smoke["emulator_url"])
+            deployment.start(components=["api-server"], timeout=SERVER_START_TIMEOUT, migrate=False)
+        else:
+            workdir = tmp_path_factory.mktemp("ui-deployment")
+            emulator = EmulatorProcess(workdir).start()
+            emulator.control("POST", "/_emulator/default-script", {"queued_for": 0.5, "run_for": 12})
+            deployment = Deployment(workdir / "airflow", emulator.url)
+            deployment.start(timeout=SERVER_START_TIMEOUT)
+            deployment.wait_for_dags([SMOKE])
+            deployment.unpause(SMOKE)
+            run_id = deployment.trigger(SMOKE)
+            state = deployment.wait_for_run(SMOKE, run_id, 120)
+            assert state == "success", deployment.task_states(SMOKE, run_id)
+            url = deployment.xcoms(SMOKE, run_id, "smoke_tests")["test_run_url"]
+            smoke = {"dag_id": SMOKE, "run_id": run_id, "task_id": "smoke_tests", "url": url}
+            for component in ("scheduler", "dag-processor", "triggerer"):
+                deployment.stop_component(component)
+        print(f"\n[ui] api-server ready on {deployment.url} after {time.monotonic() - started:.1f} s")
+        yield ApiServer(deployment.home, deployment.env, deployment.url, smoke)
+    except BaseException:
+        if deployment is not None:
+            print(deployment.logs(), file=sys.stderr)
+        raise
     finally:
-        _stop_group(process)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's whole process group (uvicorn workers too), SIGKILL if it lingers."""
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=grace)
-            # The leader is gone; make sure nothing else in its group survives.
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            break
-        except subprocess.TimeoutExpired:
-            continue
-        break
+        if deployment is not None:
+            deployment.stop()
+        if emulator is not None:
+            emulator.stop()
 
 
 @pytest.fixture
@@ -323,7 +279,7 @@ def _drive_form(page: Any, server: ApiServer) -> None:
     extra = _section(dialog, "Extra Fields")
     expect(extra).to_be_visible()
     labels = [text.strip() for text in extra.locator("label").all_inner_texts()]
-    assert labels == ["Project ID", "Timeout (seconds)", "Dashboard URL"], labels
+    assert labels == ["Project ID", "Timeout (seconds)", "Dashboard URL", "Project slug", "CA bundle"], labels
     expect(extra).to_contain_text("Empirical project to act on, sent as the x-project-id header.")
     expect(extra).to_contain_text("Timeout of each HTTP request to the Empirical API.")
     expect(extra).to_contain_text("Base of the links to test runs (default https://dash.empirical.run).")
@@ -368,7 +324,13 @@ def _drive_form(page: Any, server: ApiServer) -> None:
     assert API_KEY not in json.dumps(stored)
     extra_json = json.loads(stored["extra"])
     # Numbers stay JSON numbers; an extra field left empty is stored as null (the hook's default applies).
-    assert extra_json == {"project_id": 7, "timeout": 20, "dashboard_url": None}, extra_json
+    assert extra_json == {
+        "project_id": 7,
+        "timeout": 20,
+        "dashboard_url": None,
+        "project_slug": None,
+        "ca_bundle": None,
+    }, extra_json
     assert type(extra_json["project_id"]) is int and type(extra_json["timeout"]) is int
 
     # And from the metadata database: encrypted at rest, and the provider's own parsing of it.
@@ -399,3 +361,27 @@ with create_session() as session:
         "timeout": 20.0,
         "dashboard_url": "https://dash.empirical.run",
     }, parsed
+
+
+def test_finished_smoke_task_shows_the_empirical_test_run_link(page: Any, api_server: ApiServer) -> None:
+    """A user opens the task of a finished smoke run, then its Details tab, and clicks the link."""
+    from playwright.sync_api import expect
+
+    smoke = api_server.smoke
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        page.goto(f"{api_server.url}/dags/{smoke['dag_id']}/runs/{smoke['run_id']}/tasks/{smoke['task_id']}")
+        page.get_by_role("link", name="Details", exact=True).click()
+        expect(page.get_by_text("Extra Links", exact=True)).to_be_visible()
+        link = page.get_by_role("link", name="Empirical test run", exact=True)
+        expect(link).to_be_visible()
+        expect(link).to_have_attribute("href", smoke["url"])
+        assert smoke["url"].rstrip("/").split("/")[-1].isdigit(), smoke["url"]  # .../test-runs/<id>
+        picture = page.screenshot()
+    except BaseException:
+        if not page.is_closed():
+            page.screenshot(path=str(ARTIFACTS / "extra-link-failure.png"), full_page=True)
+        raise
+    EXTRA_LINK_SHOT.write_bytes(picture)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+        DOCS_EXTRA_LINK_SHOT.write_bytes(picture)
