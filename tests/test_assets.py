@@ -49,8 +49,21 @@ EXPECTED = {
 NIGHTLY = Asset("empirical://demo/production/regression")
 
 
-def _fake_context() -> tuple[dict[str, Any], dict[Any, Any]]:
-    accessors: dict[Any, Any] = defaultdict(lambda: SimpleNamespace(extra={}))
+class _FakeAccessors(defaultdict[Any, Any]):
+    """outlet_events as a dict of accessors keyed by URI (an Asset is not hashable on Airflow 3.1)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: SimpleNamespace(extra={}))
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(getattr(key, "uri", key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(getattr(key, "uri", key), value)
+
+
+def _fake_context() -> tuple[dict[str, Any], Any]:
+    accessors = _FakeAccessors()
     return {"outlet_events": accessors}, accessors
 
 
@@ -93,7 +106,7 @@ def test_keeps_keys_the_author_set_and_skips_aliases_and_non_assets() -> None:
     alias = AssetAlias("empirical-runs")
     emit_outlet_events(context, [alias, "not-an-asset", NIGHTLY], SUMMARY)
     assert accessors[NIGHTLY].extra == {"team": "qa", **EXPECTED}
-    assert set(accessors) == {NIGHTLY}
+    assert set(accessors) == {NIGHTLY.uri}
 
 
 def test_every_asset_outlet_gets_the_extra() -> None:
