@@ -141,8 +141,8 @@ def test_bad_input_fails_the_task_before_any_request(run_dag: Any, emulator: Emu
 # -- the example DAGs users copy --
 
 EXAMPLES = [
-    "empirical_nightly_regression", "empirical_post_deploy_smoke", "empirical_release_after_tests",
-    "empirical_rerun_failed", "empirical_wait_for_test_run",
+    "empirical_nightly_regression", "empirical_post_deploy_rollback", "empirical_post_deploy_smoke",
+    "empirical_release_after_tests", "empirical_rerun_failed", "empirical_wait_for_test_run",
 ]
 
 
@@ -176,6 +176,26 @@ def test_example_post_deploy_smoke(run_dag: Any, emulator: Emulator) -> None:
     assert body["environment_variables_overrides"] == [{"name": "BASE_URL", "value": "https://preview-1234.example.com"}]
     assert body["build"] == {"url": "https://ci.example.com/builds/1234", "commit": "3f2c1ab", "branch": "main"}
     assert body["tags"] == ["@smoke"]
+
+
+@pytest.mark.parametrize("smoke", ["passed", "failed"])
+def test_example_post_deploy_rollback(run_dag: Any, emulator: Emulator, smoke: str) -> None:
+    emulator.queue_runs(RunScript(outcome="never", queued_for=0.1, run_for=600), RunScript(outcome=smoke, **QUICK))
+    dag_run = run_dag("empirical_post_deploy_rollback")
+    regression, smoke_run = emulator.runs
+    cancels = [r for r in emulator.requests if r.method == "POST" and r.path.endswith("/cancel")]
+    states = task_states(dag_run)
+    if smoke == "passed":
+        assert states == {"deploy": "success", "full_regression": "success", "smoke_tests": "success",
+                          "rollback": "skipped", "cancel_full_regression": "skipped"}
+        assert cancels == []
+        return
+    assert states["smoke_tests"] == "failed" and states["rollback"] == "success"
+    assert states["cancel_full_regression"] == "success"
+    (cancel,) = cancels
+    assert cancel.path == f"/api/test-runs/{regression['id']}/cancel"
+    assert cancel.json["reason"] == f"Smoke tests failed after deploy {dag_run.run_id}: rolled back"
+    assert emulator.runs[0]["state"] in ("cancelling", "cancelled")
 
 
 def test_example_rerun_failed_and_cross_team_wait(run_dag: Any, emulator: Emulator) -> None:
