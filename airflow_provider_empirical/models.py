@@ -56,6 +56,9 @@ class TestRun(TypedDict):
     test_run_branch: str | None
     environment_slug: str | None
     created_at: str | None
+    commit: str | None  # of the build under test, when the run was started with one
+    build_url: str | None
+    build_branch: str | None
     project_slug: str | None
     failed_tests: list[TestCase] | None  # None: the answer carried no per-test rows
     flaky_tests: list[TestCase] | None
@@ -192,6 +195,9 @@ def parse_test_run(payload: Any) -> TestRun:
         test_run_branch=_str_or_none(_pick(levels, "test_run_branch", "testRunBranch")),
         environment_slug=_str_or_none(_pick(levels, "environment_slug", "environmentSlug")),
         created_at=_str_or_none(_pick(levels, "created_at", "createdAt")),
+        commit=_str_or_none(_pick(levels, "commit")),
+        build_url=_str_or_none(_pick(levels, "build_url", "buildUrl")),
+        build_branch=_str_or_none(_pick(levels, "build_branch", "buildBranch")),
         project_slug=_str_or_none(project.get("slug")) or _str_or_none(_pick(levels, "project_slug")),
         failed_tests=failed[:MAX_LISTED_TESTS] if failed is not None else None,
         flaky_tests=flaky[:MAX_LISTED_TESTS] if flaky is not None else None,

@@ -241,3 +241,27 @@ def test_retry_after_a_failed_run_triggers_a_fresh_one(run_dag: Any, emulator: E
     assert task_states(dag_run)["run_tests"] == "success"
     assert emulator.count("PUT") == 2
     assert xcoms(dag_run, "run_tests")["return_value"]["id"] == emulator.runs[1]["id"]
+
+
+def test_a_passing_run_puts_its_id_and_build_in_the_asset_event(run_dag: Any, emulator: Emulator) -> None:
+    try:
+        from airflow.models.asset import AssetEvent, AssetModel
+    except ImportError:
+        pytest.skip("Airflow 2: the Dataset equivalent is covered by tests/test_assets.py")
+    from airflow.utils.session import create_session
+
+    emulator.queue_runs(RunScript(**QUICK))
+    dag_run = run_dag("e2e_operator_outlets")
+    assert task_states(dag_run)["run_tests"] == "success"
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == "empirical://demo/e2e/outlets", AssetEvent.source_run_id == dag_run.run_id)
+            .all()
+        )
+        (event,) = events
+        extra = dict(event.extra)
+    run = emulator.runs[0]
+    assert extra["test_run_id"] == run["id"] and extra["outcome"] == "success" and extra["state"] == "ended"
+    assert extra["commit"] == "c0ffee" and extra["build_version"] == "v-42"
+    assert extra["url"].endswith(f"/test-runs/{run['id']}") and extra["failed_count"] == 0

@@ -401,6 +401,8 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
         )
         if self._rerun_of is not None:
             summary["rerun_of"] = self._rerun_of
+        if isinstance(self.build, dict) and self.build:  # rendered: what was tested, for asset events
+            summary["build"] = dict(self.build)
         if self.outlets:
             from airflow_provider_empirical.assets import emit_outlet_events
 

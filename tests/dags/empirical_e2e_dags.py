@@ -131,3 +131,14 @@ def latest_waits(dag_id: str, **kwargs: Any) -> DAG:
 e2e_latest_poke = latest_waits("e2e_latest_poke", mode="poke")
 e2e_latest_reschedule = latest_waits("e2e_latest_reschedule", mode="reschedule")
 e2e_latest_deferrable = latest_waits("e2e_latest_deferrable", deferrable=True)
+
+# -- asset events: which run passed, for a downstream DAG scheduled on the asset --
+try:
+    from airflow.providers.common.compat.sdk import Asset
+except ImportError:  # pragma: no cover
+    Asset = None  # type: ignore[assignment,misc]
+if Asset is not None:
+    e2e_operator_outlets = operator_waits(
+        "e2e_operator_outlets", deferrable=False, outlets=[Asset("empirical://demo/e2e/outlets")],
+        build={"commit": "c0ffee", "version": "v-42"},
+    )
