@@ -29,13 +29,14 @@ bench: venv
 	touch $(VENV)/.installed-bench
 	$(BIN)/python bench/run_all.py
 
-## Unit and end-to-end suites on Airflow 2.11, 3.1 and 3.3.
+## Unit and end-to-end suites on Airflow 2.11, 3.1 and 3.3, and the OpenLineage tests in their own venv.
 test-matrix: venv
 	bash scripts/test-matrix.sh
 
+## ruff (lint + format) on the whole tree: package, tests, bench, scripts, examples; mypy --strict on the package.
 lint: venv
-	$(BIN)/ruff check airflow_provider_empirical
-	$(BIN)/ruff format --check airflow_provider_empirical
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy airflow_provider_empirical
 
 ## Wheel + sdist, twine check, install into a fresh venv with only Airflow.

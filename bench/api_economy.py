@@ -3,7 +3,9 @@
 One child process (`dag_runs.py`) runs three bench DAGs with `dag.test()` against the
 emulator (its own process): the operator waiting in the worker, the operator deferring to a
 trigger, and trigger-then-sensor (deferrable). The emulator counts the requests of each DAG
-run by time window. Budget: 1 PUT + ceil(D/P) + 2 GETs.
+run by time window. Budget: 1 PUT + ceil(D/P) + 2 GETs of the run, plus at most one list GET
+per DAG run: the project's slug for dashboard links, learned once per task when the run answers
+do not name it (the trigger-only task, which never reads the run).
 """
 
 from __future__ import annotations
@@ -58,9 +60,13 @@ def run() -> Figure:
     for run, count in zip(data["runs"], counts, strict=True):
         others = count["requests"] - count["puts"] - count["polls"]
         used = f"{count['puts']} PUT + {count['polls']} GET" + (f" + {others} other" if others else "")
-        ok = run["state"] == "success" and count["puts"] <= 1 and count["polls"] <= budget_gets and not others
+        ok = (
+            run["state"] == "success" and count["puts"] <= 1 and count["polls"] <= budget_gets and others <= 1
+        )
         state = "" if run["state"] == "success" else f" (DAG run {run['state']}: {run['tasks']})"
-        rows.append(Row(fig, DAGS[run["dag_id"]] + state, used, "-", f"<= 1 PUT + {budget_gets} GET", ok))
+        rows.append(
+            Row(fig, DAGS[run["dag_id"]] + state, used, "-", f"<= 1 PUT + {budget_gets} GET + 1 list", ok)
+        )
     return Figure(rows)
 
 

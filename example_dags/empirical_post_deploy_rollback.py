@@ -3,7 +3,8 @@
 
 Right after a deploy, two Empirical runs start: first the full regression suite, which nobody
 waits for here (`full_regression`, `wait_for_completion=False`, done in a second), then the
-`@smoke` tests, which gate the deploy (`smoke_tests`, deferrable); both run at the same time. When the smoke tests fail, `rollback` runs
+`@smoke` tests, which gate the deploy (`smoke_tests`, deferrable).
+Both run at the same time. When the smoke tests fail, `rollback` runs
 (`trigger_rule="one_failed"`) and `cancel_full_regression` cancels the regression run: it tests
 a build that is no longer deployed. `EmpiricalCancelTestRunOperator` succeeds whether it
 cancelled the run or the run had already ended, and the reason is recorded by Empirical.

@@ -26,8 +26,17 @@ def start_emulator(home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     key = "demo-key-" + os.urandom(6).hex()
     port_file = home / "emulator.port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_empirical.emulator", "--port", "0",
-         "--api-key", key, "--port-file", str(port_file)],
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_empirical.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            key,
+            "--port-file",
+            str(port_file),
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.time() + 15

@@ -66,5 +66,5 @@ def rendered_fields(dag_run: Any, task_id: str) -> dict[str, Any]:
     from airflow.models.renderedtifields import RenderedTaskInstanceFields
 
     with create_session() as session:
-        ti = [ti for ti in dag_run.get_task_instances(session=session) if ti.task_id == task_id][0]
+        ti = next(ti for ti in dag_run.get_task_instances(session=session) if ti.task_id == task_id)
         return RenderedTaskInstanceFields.get_templated_fields(ti, session=session) or {}

@@ -25,7 +25,10 @@ API_KEY = "emp-test-key-7f9c2a-do-not-leak"
 _HOME = Path(tempfile.mkdtemp(prefix="empirical-airflow-home-"))
 DAGS_FOLDER = _HOME / "dags"
 DAGS_FOLDER.mkdir()
-for source in [*sorted((ROOT / "example_dags").glob("*.py")), *sorted((ROOT / "tests" / "dags").glob("*.py"))]:
+for source in [
+    *sorted((ROOT / "example_dags").glob("*.py")),
+    *sorted((ROOT / "tests" / "dags").glob("*.py")),
+]:
     (DAGS_FOLDER / source.name).symlink_to(source)
 os.environ.update(
     {

@@ -50,7 +50,9 @@ def test_cancel_is_retried_like_a_get_and_fails_clearly_on_404(empirical_conn: E
     empirical_conn.queue_runs(RunScript(run_for=60))
     hook = EmpiricalHook(retry=FAST)
     run_id = hook.trigger_test_run("production")["id"]
-    empirical_conn.add_fault(method="POST", path="/api/test-runs/*/cancel", times=1, status=502, after_create=True)
+    empirical_conn.add_fault(
+        method="POST", path="/api/test-runs/*/cancel", times=1, status=502, after_create=True
+    )
     assert hook.cancel_test_run(run_id) is True
     assert len(_posts(empirical_conn, "/cancel")) == 2
     with pytest.raises(EmpiricalNotFoundError):
@@ -92,7 +94,9 @@ def test_an_ambiguous_rerun_is_never_resent(empirical_conn: Emulator) -> None:
     hook = EmpiricalHook(retry=FAST)
     source = hook.trigger_test_run("production")["id"]
     time.sleep(0.3)
-    empirical_conn.add_fault(method="POST", path="/api/test-runs/*/re-run", times=1, status=502, after_create=True)
+    empirical_conn.add_fault(
+        method="POST", path="/api/test-runs/*/re-run", times=1, status=502, after_create=True
+    )
     with pytest.raises(EmpiricalTriggerUncertainError, match="may have been created"):
         hook.rerun_test_run(source, only_failed=True)
     assert len(_posts(empirical_conn, "/re-run")) == 1 and len(empirical_conn.runs) == 2
@@ -106,7 +110,11 @@ def test_trigger_on_kill_cancels_only_when_asked(empirical_conn: Emulator, flag:
     empirical_conn.queue_runs(RunScript(run_for=60))
     run_id = EmpiricalHook().trigger_test_run("production")["id"]
     trigger = EmpiricalTestRunTrigger(
-        test_run_id=run_id, end_time=time.time() + 60, poll_interval=1, cancel_on_kill=flag, cancel_reason="dag.task killed"
+        test_run_id=run_id,
+        end_time=time.time() + 60,
+        poll_interval=1,
+        cancel_on_kill=flag,
+        cancel_reason="dag.task killed",
     )
     rebuilt = EmpiricalTestRunTrigger(**trigger.serialize()[1])  # what the triggerer really runs
 
@@ -153,7 +161,9 @@ def test_a_retry_after_failed_tests_reruns_only_those(run_dag: Any, emulator: Em
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("dag_id", ["e2e_cancel_on_timeout_sync", "e2e_cancel_on_timeout_deferrable"])
-def test_cancel_on_timeout_sends_exactly_one_cancel(run_dag: Any, emulator: Emulator, dag_id: str, capfd: Any) -> None:
+def test_cancel_on_timeout_sends_exactly_one_cancel(
+    run_dag: Any, emulator: Emulator, dag_id: str, capfd: Any
+) -> None:
     emulator.queue_runs(RunScript(outcome="never", queued_for=0.1, run_for=60))
     dag_run = run_dag(dag_id)
     assert task_states(dag_run)["run_tests"] == "failed"
@@ -164,7 +174,9 @@ def test_cancel_on_timeout_sends_exactly_one_cancel(run_dag: Any, emulator: Emul
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("dag_id", ["e2e_retry_no_wait", "e2e_operator_durable", "e2e_retry_deferrable"])
-def test_an_ambiguous_trigger_is_not_resent_by_airflows_retry(run_dag: Any, emulator: Emulator, dag_id: str) -> None:
+def test_an_ambiguous_trigger_is_not_resent_by_airflows_retry(
+    run_dag: Any, emulator: Emulator, dag_id: str
+) -> None:
     """The PUT created a run but the answer was a 502: fail, without Airflow's retry (retries=1)."""
     emulator.add_fault(method="PUT", path="/api/test-runs", times=1, status=502, after_create=True)
     emulator.queue_runs(RunScript(**QUICK), RunScript(**QUICK))
@@ -175,7 +187,7 @@ def test_an_ambiguous_trigger_is_not_resent_by_airflows_retry(run_dag: Any, emul
 
 @pytest.mark.e2e
 def test_a_failing_tasks_console_names_the_failed_tests(run_dag: Any, emulator: Emulator, capfd: Any) -> None:
-    names = ["login › rejects a wrong password", "cart › keeps items", "search › finds by sku"]
+    names = ["login > rejects a wrong password", "cart > keeps items", "search > finds by sku"]
     emulator.queue_runs(RunScript(outcome="failed", tests=names, failed_tests=names[:2], **QUICK))
     dag_run = run_dag("e2e_operator_sync")
     assert task_states(dag_run)["run_tests"] == "failed"

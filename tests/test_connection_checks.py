@@ -31,7 +31,11 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"host": "https://user:pw@api.example.com"}, "host", "user name or password"),
     ({"extra": {"dashboard_url": "javascript:alert(1)"}}, "dashboard_url", "http(s)"),
     ({"extra": {"dashboard_url": "data:text/html,hi"}}, "dashboard_url", "http(s)"),
-    ({"extra": {"dashboard_url": "https://me:secret@dash.example"}}, "dashboard_url", "user name or password"),
+    (
+        {"extra": {"dashboard_url": "https://me:secret@dash.example"}},
+        "dashboard_url",
+        "user name or password",
+    ),
     ({"extra": {"timeout": "inf"}}, "timeout", "finite"),
     ({"extra": {"timeout": 1e9}}, "timeout", "at most"),
     ({"extra": {"timeout": "soon"}}, "timeout", "number of seconds"),
@@ -41,7 +45,9 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("change", "field", "words"), BAD, ids=[f"{f}-{i}" for i, (_, f, _) in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("change", "field", "words"), BAD, ids=[f"{f}-{i}" for i, (_, f, _) in enumerate(BAD)]
+)
 def test_bad_connections_name_the_field_and_send_nothing(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any], field: str, words: str
 ) -> None:
@@ -57,7 +63,9 @@ def test_bad_connections_name_the_field_and_send_nothing(
     assert emulator.count() == 0
 
 
-def test_extra_that_is_not_json_is_an_error_not_silently_dropped(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extra_that_is_not_json_is_an_error_not_silently_dropped(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _use(monkeypatch, f"empirical://:{API_KEY}@127.0.0.1:{emulator.port}?__extra__=%7Bproject_id%3A+1")
     with pytest.raises(EmpiricalValidationError, match="extra is not valid JSON") as info:
         EmpiricalHook().get_test_run(1)

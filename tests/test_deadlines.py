@@ -24,7 +24,9 @@ SLACK = 1.5  # scheduling on a loaded 2-core machine
 
 @pytest.fixture
 def slow_conn(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    monkeypatch.setenv("AIRFLOW_CONN_EMPIRICAL_DEFAULT", conn_json(emulator, extra={"timeout": REQUEST_TIMEOUT}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EMPIRICAL_DEFAULT", conn_json(emulator, extra={"timeout": REQUEST_TIMEOUT})
+    )
     return emulator
 
 
@@ -34,17 +36,31 @@ def _start(emulator: Emulator) -> int:
 
 
 def _sync_wait(run_id: int, seconds: float) -> dict[str, Any]:
-    return dict(wait_for_test_run(
-        EmpiricalHook(), run_id, url=None, poll_interval=POLL, end_time=time.time() + seconds, log=logging.getLogger()
-    ))
+    return dict(
+        wait_for_test_run(
+            EmpiricalHook(),
+            run_id,
+            url=None,
+            poll_interval=POLL,
+            end_time=time.time() + seconds,
+            log=logging.getLogger(),
+        )
+    )
 
 
 async def _async_wait(run_id: int, seconds: float) -> dict[str, Any]:
     hook = EmpiricalHook()
     try:
-        return dict(await await_test_run(
-            hook, run_id, url=None, poll_interval=POLL, end_time=time.time() + seconds, log=logging.getLogger()
-        ))
+        return dict(
+            await await_test_run(
+                hook,
+                run_id,
+                url=None,
+                poll_interval=POLL,
+                end_time=time.time() + seconds,
+                log=logging.getLogger(),
+            )
+        )
     finally:
         await hook.aclose()
 
@@ -52,7 +68,10 @@ async def _async_wait(run_id: int, seconds: float) -> dict[str, Any]:
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize(
     "fault",
-    [{"status": None, "drip": 1.0, "times": -1}, {"status": 429, "headers": {"Retry-After": "6"}, "times": -1}],
+    [
+        {"status": None, "drip": 1.0, "times": -1},
+        {"status": 429, "headers": {"Retry-After": "6"}, "times": -1},
+    ],
     ids=["drip-1-byte-per-second", "retry-after-beyond-the-wait"],
 )
 def test_the_wait_deadline_holds(slow_conn: Emulator, mode: str, fault: dict[str, Any]) -> None:

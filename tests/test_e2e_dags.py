@@ -33,7 +33,13 @@ OUTCOMES = [("passed", "success"), ("failed", "failed"), ("error", "failed"), ("
 @pytest.mark.parametrize(("outcome", "expected"), OUTCOMES)
 @pytest.mark.parametrize(("dag_id", "trigger_task", "wait_task"), WAITS)
 def test_each_way_of_waiting_reports_each_outcome(
-    run_dag: Any, emulator: Emulator, dag_id: str, trigger_task: str, wait_task: str, outcome: str, expected: str,
+    run_dag: Any,
+    emulator: Emulator,
+    dag_id: str,
+    trigger_task: str,
+    wait_task: str,
+    outcome: str,
+    expected: str,
     shape: str,
 ) -> None:
     emulator.set_shape(shape)
@@ -55,8 +61,12 @@ def test_each_way_of_waiting_reports_each_outcome(
         assert pushed["return_value"] == run["id"]
 
 
-@pytest.mark.parametrize(("dag_id", "task_id"), [("e2e_operator_lenient", "run_tests"), ("e2e_sensor_lenient", "wait_for_tests")])
-def test_failed_tests_do_not_fail_the_task_when_told(run_dag: Any, emulator: Emulator, dag_id: str, task_id: str) -> None:
+@pytest.mark.parametrize(
+    ("dag_id", "task_id"), [("e2e_operator_lenient", "run_tests"), ("e2e_sensor_lenient", "wait_for_tests")]
+)
+def test_failed_tests_do_not_fail_the_task_when_told(
+    run_dag: Any, emulator: Emulator, dag_id: str, task_id: str
+) -> None:
     emulator.queue_runs(RunScript(outcome="failed", **QUICK))
     dag_run = run_dag(dag_id)
     assert task_states(dag_run)[task_id] == "success"
@@ -72,7 +82,9 @@ def test_failed_tests_do_not_fail_the_task_when_told(run_dag: Any, emulator: Emu
         ("e2e_sensor_deferrable_timeout", "trigger_tests", "wait_for_tests"),
     ],
 )
-def test_timeout_fails_but_keeps_the_run_id(run_dag: Any, emulator: Emulator, dag_id: str, trigger_task: str, wait_task: str) -> None:
+def test_timeout_fails_but_keeps_the_run_id(
+    run_dag: Any, emulator: Emulator, dag_id: str, trigger_task: str, wait_task: str
+) -> None:
     emulator.queue_runs(RunScript(outcome="never", queued_for=0.1, run_for=60))
     started = time.monotonic()
     dag_run = run_dag(dag_id)
@@ -92,7 +104,9 @@ def test_operator_deferrable_return_value_becomes_the_summary(run_dag: Any, emul
         assert link == pushed["test_run_url"]
 
 
-def test_every_field_is_templated_including_nested_jinja_and_xcomargs(run_dag: Any, emulator: Emulator) -> None:
+def test_every_field_is_templated_including_nested_jinja_and_xcomargs(
+    run_dag: Any, emulator: Emulator
+) -> None:
     dag_run = run_dag("e2e_templating")
     assert task_states(dag_run)["trigger_tests"] == "success"
     (request,) = [r for r in emulator.requests if r.method == "PUT"]
@@ -131,8 +145,12 @@ def test_rerun_fields_render_from_params(run_dag: Any, emulator: Emulator, dagba
     assert body["rerun_source_id"] == emulator.runs[-1]["id"] - 1
 
 
-@pytest.mark.parametrize(("dag_id", "task_id"), [("e2e_bad_input", "trigger_tests"), ("e2e_sensor_bad_id", "wait_for_tests")])
-def test_bad_input_fails_the_task_before_any_request(run_dag: Any, emulator: Emulator, dag_id: str, task_id: str) -> None:
+@pytest.mark.parametrize(
+    ("dag_id", "task_id"), [("e2e_bad_input", "trigger_tests"), ("e2e_sensor_bad_id", "wait_for_tests")]
+)
+def test_bad_input_fails_the_task_before_any_request(
+    run_dag: Any, emulator: Emulator, dag_id: str, task_id: str
+) -> None:
     dag_run = run_dag(dag_id)
     assert task_states(dag_run)[task_id] == "failed"
     assert emulator.count() == 0
@@ -141,8 +159,12 @@ def test_bad_input_fails_the_task_before_any_request(run_dag: Any, emulator: Emu
 # -- the example DAGs users copy --
 
 EXAMPLES = [
-    "empirical_nightly_regression", "empirical_post_deploy_rollback", "empirical_post_deploy_smoke",
-    "empirical_release_after_tests", "empirical_rerun_failed", "empirical_wait_for_test_run",
+    "empirical_nightly_regression",
+    "empirical_post_deploy_rollback",
+    "empirical_post_deploy_smoke",
+    "empirical_release_after_tests",
+    "empirical_rerun_failed",
+    "empirical_wait_for_test_run",
 ]
 
 
@@ -160,7 +182,11 @@ def test_examples_parse_with_docs_and_no_api_calls(dagbag: Any, empirical_conn: 
 def test_example_nightly_regression(run_dag: Any, emulator: Emulator) -> None:
     emulator.queue_runs(RunScript(**QUICK))
     dag_run = run_dag("empirical_nightly_regression")
-    assert task_states(dag_run) == {"trigger_tests": "success", "wait_for_tests": "success", "report": "success"}
+    assert task_states(dag_run) == {
+        "trigger_tests": "success",
+        "wait_for_tests": "success",
+        "report": "success",
+    }
     summary = xcoms(dag_run, "report")["return_value"]
     assert summary["state"] == "ended" and summary["url"].endswith(f"/test-runs/{summary['id']}")
     body = emulator.trigger_body(summary["id"])
@@ -173,21 +199,34 @@ def test_example_post_deploy_smoke(run_dag: Any, emulator: Emulator) -> None:
     dag_run = run_dag("empirical_post_deploy_smoke")
     assert task_states(dag_run) == {"deploy": "success", "smoke_tests": "success"}
     body = emulator.requests[0].json
-    assert body["environment_variables_overrides"] == [{"name": "BASE_URL", "value": "https://preview-1234.example.com"}]
-    assert body["build"] == {"url": "https://ci.example.com/builds/1234", "commit": "3f2c1ab", "branch": "main"}
+    assert body["environment_variables_overrides"] == [
+        {"name": "BASE_URL", "value": "https://preview-1234.example.com"}
+    ]
+    assert body["build"] == {
+        "url": "https://ci.example.com/builds/1234",
+        "commit": "3f2c1ab",
+        "branch": "main",
+    }
     assert body["tags"] == ["@smoke"]
 
 
 @pytest.mark.parametrize("smoke", ["passed", "failed"])
 def test_example_post_deploy_rollback(run_dag: Any, emulator: Emulator, smoke: str) -> None:
-    emulator.queue_runs(RunScript(outcome="never", queued_for=0.1, run_for=600), RunScript(outcome=smoke, **QUICK))
+    emulator.queue_runs(
+        RunScript(outcome="never", queued_for=0.1, run_for=600), RunScript(outcome=smoke, **QUICK)
+    )
     dag_run = run_dag("empirical_post_deploy_rollback")
-    regression, smoke_run = emulator.runs
+    regression, _smoke_run = emulator.runs
     cancels = [r for r in emulator.requests if r.method == "POST" and r.path.endswith("/cancel")]
     states = task_states(dag_run)
     if smoke == "passed":
-        assert states == {"deploy": "success", "full_regression": "success", "smoke_tests": "success",
-                          "rollback": "skipped", "cancel_full_regression": "skipped"}
+        assert states == {
+            "deploy": "success",
+            "full_regression": "success",
+            "smoke_tests": "success",
+            "rollback": "skipped",
+            "cancel_full_regression": "skipped",
+        }
         assert cancels == []
         return
     assert states["smoke_tests"] == "failed" and states["rollback"] == "success"
@@ -255,8 +294,11 @@ def test_a_passing_run_puts_its_id_and_build_in_the_asset_event(run_dag: Any, em
     assert task_states(dag_run)["run_tests"] == "success"
     with create_session() as session:
         events = (
-            session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetModel.uri == "empirical://demo/e2e/outlets", AssetEvent.source_run_id == dag_run.run_id)
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(
+                AssetModel.uri == "empirical://demo/e2e/outlets", AssetEvent.source_run_id == dag_run.run_id
+            )
             .all()
         )
         (event,) = events

@@ -22,9 +22,21 @@ KEY, OTHER_KEY = "test-key", "other-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ROOT = Path(__file__).resolve().parents[1]
 LIST_ITEM_KEYS = {
-    "id", "state", "total_count", "success_count", "failed_count", "skipped_count", "flaky_count",
-    "duration", "test_run_branch", "environment_slug", "environment_name", "build_url", "build_branch",
-    "commit", "created_at",
+    "id",
+    "state",
+    "total_count",
+    "success_count",
+    "failed_count",
+    "skipped_count",
+    "flaky_count",
+    "duration",
+    "test_run_branch",
+    "environment_slug",
+    "environment_name",
+    "build_url",
+    "build_branch",
+    "commit",
+    "created_at",
     "rerun_source_id",  # not in the README's list: the emulator's link from a re-run to its source
 }
 PROJECT = {"id": 1, "name": "Demo project", "slug": "demo", "repo_name": "demo-tests"}
@@ -46,8 +58,9 @@ def emu(shared: Emulator) -> Emulator:
     return shared
 
 
-def new_client(url: str, key: str | None = KEY, headers: dict[str, str] | None = None,
-               timeout: float = 5) -> httpx.Client:
+def new_client(
+    url: str, key: str | None = KEY, headers: dict[str, str] | None = None, timeout: float = 5
+) -> httpx.Client:
     """A plain-HTTP client; verify=False only skips loading CA certificates, which is slow."""
     auth = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(base_url=url, headers={**auth, **(headers or {})}, verify=False, timeout=timeout)
@@ -82,9 +95,14 @@ def states_until(client: httpx.Client, run_id: int, final: str, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = get_run(client, f"/api/test-runs/{run_id}")
-        assert run["total_count"] is None or run["success_count"] is None or (
-            run["success_count"] + run["failed_count"] + run["skipped_count"] + run["flaky_count"]
-            <= run["total_count"])
+        assert (
+            run["total_count"] is None
+            or run["success_count"] is None
+            or (
+                run["success_count"] + run["failed_count"] + run["skipped_count"] + run["flaky_count"]
+                <= run["total_count"]
+            )
+        )
         if not seen or seen[-1] != run["state"]:
             seen.append(run["state"])
         if run["state"] == final:
@@ -128,12 +146,23 @@ def test_run_script_defaults_and_round_trip() -> None:
 # --- auth ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic dGVzdA=="}, {"Authorization": "Bearer"},
-                                     {"Authorization": "Bearer wrong-key"}, {"Authorization": KEY}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic dGVzdA=="},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer wrong-key"},
+        {"Authorization": KEY},
+    ],
+)
 def test_bad_credentials_are_401_on_every_endpoint(emu: Emulator, headers: dict[str, str]) -> None:
     with new_client(emu.url, None, headers=headers) as anon:
-        for response in (anon.get("/api/test-runs"), anon.get("/api/test-runs/1"),
-                         anon.put("/api/test-runs", json={"environment": "production"})):
+        for response in (
+            anon.get("/api/test-runs"),
+            anon.get("/api/test-runs/1"),
+            anon.put("/api/test-runs", json={"environment": "production"}),
+        ):
             assert response.status_code == 401
             assert response.json()["error"]["message"]
     assert emu.runs == []
@@ -155,8 +184,12 @@ def test_trigger_response_matches_the_contract(emu: Emulator, client: httpx.Clie
     assert first.status_code == 200
     body = first.json()
     created_at = body["data"]["test_run"].pop("created_at")
-    assert body == {"data": {"trigger": {"success": True},
-                             "test_run": {"id": 1, "state": "queued", "test_run_branch": "main"}}}
+    assert body == {
+        "data": {
+            "trigger": {"success": True},
+            "test_run": {"id": 1, "state": "queued", "test_run_branch": "main"},
+        }
+    }
     assert ISO_MS_Z.match(created_at)
     stamp = time.mktime(time.strptime(created_at[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert abs(stamp - time.time()) < 5
@@ -169,12 +202,24 @@ def test_trigger_response_matches_the_contract(emu: Emulator, client: httpx.Clie
 
 
 def test_trigger_stores_everything_and_ignores_unknown_fields(emu: Emulator, client: httpx.Client) -> None:
-    body = {"environment": "staging", "build": {"url": "https://ci/7", "branch": "dev", "commit": "c0ffee",
-                                                "commit_url": "https://git/c0ffee", "version": "1.2"},
-            "metadata": {"dag": "nightly", "try": 2, "ratio": 0.5}, "tags": ["@smoke"],
-            "environment_variables_overrides": [{"name": "BASE_URL", "value": "https://x"}],
-            "project_id": 1, "send_notifications": False, "total_shards": 3, "github_actor": "octo",
-            "some_future_field": {"anything": True}}
+    body = {
+        "environment": "staging",
+        "build": {
+            "url": "https://ci/7",
+            "branch": "dev",
+            "commit": "c0ffee",
+            "commit_url": "https://git/c0ffee",
+            "version": "1.2",
+        },
+        "metadata": {"dag": "nightly", "try": 2, "ratio": 0.5},
+        "tags": ["@smoke"],
+        "environment_variables_overrides": [{"name": "BASE_URL", "value": "https://x"}],
+        "project_id": 1,
+        "send_notifications": False,
+        "total_shards": 3,
+        "github_actor": "octo",
+        "some_future_field": {"anything": True},
+    }
     assert client.put("/api/test-runs", json=body).status_code == 200
     assert emu.trigger_body(1) == body
     run = get_run(client, "/api/test-runs/1")
@@ -222,8 +267,9 @@ BAD_BODIES: list[tuple[Any, str]] = [
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)
-def test_trigger_validation_names_the_field(emu: Emulator, client: httpx.Client, body: Any,
-                                            field: str) -> None:
+def test_trigger_validation_names_the_field(
+    emu: Emulator, client: httpx.Client, body: Any, field: str
+) -> None:
     if isinstance(body, dict) and body != {}:
         body = {"environment": "production", **body}
     response = client.put("/api/test-runs", json=body)
@@ -305,56 +351,85 @@ def test_flat_shape_has_the_same_run_fields(emu: Emulator, client: httpx.Client)
 
 def rows_of(client: httpx.Client, run_id: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"][
-        "flattenedSummaryDetails"]
+        "flattenedSummaryDetails"
+    ]
     return rows
 
 
 def tally(rows: list[dict[str, Any]]) -> dict[str, int]:
-    return {status: sum(1 for r in rows if r["status"] == status)
-            for status in ("passed", "failed", "flaky", "skipped")}
+    return {
+        status: sum(1 for r in rows if r["status"] == status)
+        for status in ("passed", "failed", "flaky", "skipped")
+    }
 
 
 def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Client) -> None:
     outcomes = ("passed", "failed", "cancelled")
-    emu.queue_runs(*(RunScript(queued_for=0, run_for=0, outcome=o) for o in outcomes),
-                   RunScript(queued_for=0, run_for=0, total=6, failed=1, flaky=2, skipped=1))
+    emu.queue_runs(
+        *(RunScript(queued_for=0, run_for=0, outcome=o) for o in outcomes),
+        RunScript(queued_for=0, run_for=0, total=6, failed=1, flaky=2, skipped=1),
+    )
     for _ in range(4):
         put(client)
     time.sleep(0.6)  # past cancelling
     for run_id in (1, 2, 3, 4):
         run, rows = get_run(client, f"/api/test-runs/{run_id}"), rows_of(client, run_id)
         assert len(rows) == run["total_count"]
-        assert tally(rows) == {"passed": run["success_count"], "failed": run["failed_count"],
-                               "flaky": run["flaky_count"], "skipped": run["skipped_count"]}
+        assert tally(rows) == {
+            "passed": run["success_count"],
+            "failed": run["failed_count"],
+            "flaky": run["flaky_count"],
+            "skipped": run["skipped_count"],
+        }
         for row in rows:
             assert set(row) == ROW_KEYS and row["snooze_info"] == []
             assert PW_ID.match(row["pw_test_id"]) and " \u203a " in row["name"]
             assert (row["slug"] is not None) == (row["status"] in ("failed", "flaky"))
         assert len({r["name"] for r in rows}) == len(rows)
     failed = [r["name"] for r in rows_of(client, 2) if r["status"] == "failed"]
-    assert failed == ["onboarding \u203a shows only matching cards #21",
-                      "checkout \u203a keeps items after reload #22", "login \u203a updates the avatar #23"]
+    assert failed == [
+        "onboarding \u203a shows only matching cards #21",
+        "checkout \u203a keeps items after reload #22",
+        "login \u203a updates the avatar #23",
+    ]
     assert [r["pw_test_id"] for r in rows_of(client, 1)] == [r["pw_test_id"] for r in rows_of(client, 2)]
     assert tally(rows_of(client, 4)) == {"passed": 2, "failed": 1, "flaky": 2, "skipped": 1}
 
 
 def test_scripted_test_names_and_failures(emu: Emulator, client: httpx.Client) -> None:
     names = ["login works", "cart \u203a keeps items", "search finds"]
-    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed", tests=names,
-                             failed_tests=["search finds", "login works"]),
-                   RunScript(queued_for=0, run_for=0, failed_tests=["only this fails"], total=3))
+    emu.queue_runs(
+        RunScript(
+            queued_for=0,
+            run_for=0,
+            outcome="failed",
+            tests=names,
+            failed_tests=["search finds", "login works"],
+        ),
+        RunScript(queued_for=0, run_for=0, failed_tests=["only this fails"], total=3),
+    )
     put(client)
     put(client)
     assert [(r["name"], r["status"]) for r in rows_of(client, 1)] == [
-        ("login works", "failed"), ("cart \u203a keeps items", "passed"), ("search finds", "failed")]
+        ("login works", "failed"),
+        ("cart \u203a keeps items", "passed"),
+        ("search finds", "failed"),
+    ]
     run = get_run(client, "/api/test-runs/1")
     assert (run["total_count"], run["success_count"], run["failed_count"]) == (3, 1, 2)
     second = rows_of(client, 2)
     assert [r["status"] for r in second] == ["failed", "passed", "passed"]
     assert second[0]["name"] == "only this fails"
-    for bad in ({"tests": ["a", "a"]}, {"tests": ["a"], "failed_tests": ["b"]}, {"tests": "a"},
-                {"tests": ["a", "b"], "total": 3}, {"failed_tests": ["a"], "failed": 2},
-                {"tests": ["a"], "skipped": 2}, {"tests": [""]}, {"error_code_key": "code"}):
+    for bad in (
+        {"tests": ["a", "a"]},
+        {"tests": ["a"], "failed_tests": ["b"]},
+        {"tests": "a"},
+        {"tests": ["a", "b"], "total": 3},
+        {"failed_tests": ["a"], "failed": 2},
+        {"tests": ["a"], "skipped": 2},
+        {"tests": [""]},
+        {"error_code_key": "code"},
+    ):
         with pytest.raises(ValueError):
             RunScript(**bad)
     script = RunScript(tests=["a", "b"], failed_tests=["b"], error_code_key="errorCode")
@@ -379,15 +454,20 @@ def test_started_run_shows_finished_tests_only(emu: Emulator, client: httpx.Clie
     assert seen == sorted(seen) and seen[0] < 24 and seen[-1] == 24
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("error_code", {"error_code": "merge_conflict"}),
-    ("errorCode", {"errorCode": "merge_conflict"}),
-    ("error.code", {"error": {"code": "merge_conflict"}}),
-])
-def test_error_code_spellings(emu: Emulator, client: httpx.Client, key: str,
-                              expected: dict[str, Any]) -> None:
-    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="error", error_code="merge_conflict",
-                             error_code_key=key))
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("error_code", {"error_code": "merge_conflict"}),
+        ("errorCode", {"errorCode": "merge_conflict"}),
+        ("error.code", {"error": {"code": "merge_conflict"}}),
+    ],
+)
+def test_error_code_spellings(
+    emu: Emulator, client: httpx.Client, key: str, expected: dict[str, Any]
+) -> None:
+    emu.queue_runs(
+        RunScript(queued_for=0, run_for=0, outcome="error", error_code="merge_conflict", error_code_key=key)
+    )
     put(client)
     run = get_run(client, "/api/test-runs/1")
     assert {k: run[k] for k in expected} == expected
@@ -441,8 +521,13 @@ def test_unknown_paths_404_and_other_methods_405(client: httpx.Client) -> None:
 
 
 def test_list_filters_and_pagination(emu: Emulator, client: httpx.Client) -> None:
-    emu.queue_runs(FAST, RunScript(queued_for=0, run_for=0, outcome="failed"), RunScript(queued_for=60),
-                   RunScript(queued_for=0, run_for=0, outcome="error"), FAST)
+    emu.queue_runs(
+        FAST,
+        RunScript(queued_for=0, run_for=0, outcome="failed"),
+        RunScript(queued_for=60),
+        RunScript(queued_for=0, run_for=0, outcome="error"),
+        FAST,
+    )
     put(client)
     put(client, branch="feat")
     put(client, environment="staging")
@@ -479,8 +564,11 @@ def test_list_filters_and_pagination(emu: Emulator, client: httpx.Client) -> Non
 def test_list_interval_environment_ids_and_empty_pages(emu: Emulator, client: httpx.Client) -> None:
     from airflow_provider_empirical.emulator.models import ENVIRONMENTS
 
-    assert [(e["id"], e["slug"]) for e in ENVIRONMENTS] == [(1, "production"), (2, "staging"),
-                                                          (3, "development")]
+    assert [(e["id"], e["slug"]) for e in ENVIRONMENTS] == [
+        (1, "production"),
+        (2, "staging"),
+        (3, "development"),
+    ]
     emu.set_default_script(RunScript(queued_for=60))
     for environment in ("production", "staging", "development"):
         put(client, environment=environment)
@@ -500,7 +588,10 @@ def test_list_interval_environment_ids_and_empty_pages(emu: Emulator, client: ht
     assert ids(environment_ids="9") == []
     items = client.get("/api/test-runs").json()["data"]["test_runs"]["items"]
     assert [(i["environment_slug"], i["environment_name"]) for i in items] == [
-        ("development", "Development"), ("staging", "Staging"), ("production", "Production")]
+        ("development", "Development"),
+        ("staging", "Staging"),
+        ("production", "Production"),
+    ]
     assert all("environment_id" not in item for item in items)
     empty = client.get("/api/test-runs", params={"branch": "nowhere"}).json()
     assert empty["data"]["test_runs"]["items"] == []
@@ -508,11 +599,20 @@ def test_list_interval_environment_ids_and_empty_pages(emu: Emulator, client: ht
     assert ids(state="queued", branch="main", environment_ids="1,2", per_page=1) == [2]
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"per_page": 0}, "per_page"), ({"per_page": 101}, "per_page"), ({"per_page": "x"}, "per_page"),
-    ({"page": 0}, "page"), ({"result": "green"}, "result"), ({"environment_ids": "1,b"}, "environment_ids"),
-    ({"state": "done"}, "state"), ({"id": "x"}, "id"), ({"interval_in_days": "week"}, "interval_in_days"),
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"per_page": 0}, "per_page"),
+        ({"per_page": 101}, "per_page"),
+        ({"per_page": "x"}, "per_page"),
+        ({"page": 0}, "page"),
+        ({"result": "green"}, "result"),
+        ({"environment_ids": "1,b"}, "environment_ids"),
+        ({"state": "done"}, "state"),
+        ({"id": "x"}, "id"),
+        ({"interval_in_days": "week"}, "interval_in_days"),
+    ],
+)
 def test_list_rejects_bad_query(client: httpx.Client, params: dict[str, Any], field: str) -> None:
     response = client.get("/api/test-runs", params=params)
     assert response.status_code == 400
@@ -531,14 +631,21 @@ def test_passed_run_lifecycle(emu: Emulator, client: httpx.Client) -> None:
     assert counts == [24, 23, 0, 1, 0] and run["duration"] == 150 and run["error_code"] is None
 
 
-@pytest.mark.parametrize(("script", "final", "error_code"), [
-    (RunScript(queued_for=0.02, run_for=0.05, outcome="failed"), "ended", None),
-    (RunScript(queued_for=0.02, run_for=0.05, outcome="error"), "error", "run_failed_with_error"),
-    (RunScript(queued_for=0.02, run_for=0.05, outcome="error", error_code="merge_conflict"), "error",
-     "merge_conflict"),
-])
-def test_failing_outcomes(emu: Emulator, client: httpx.Client, script: RunScript, final: str,
-                          error_code: str | None) -> None:
+@pytest.mark.parametrize(
+    ("script", "final", "error_code"),
+    [
+        (RunScript(queued_for=0.02, run_for=0.05, outcome="failed"), "ended", None),
+        (RunScript(queued_for=0.02, run_for=0.05, outcome="error"), "error", "run_failed_with_error"),
+        (
+            RunScript(queued_for=0.02, run_for=0.05, outcome="error", error_code="merge_conflict"),
+            "error",
+            "merge_conflict",
+        ),
+    ],
+)
+def test_failing_outcomes(
+    emu: Emulator, client: httpx.Client, script: RunScript, final: str, error_code: str | None
+) -> None:
     emu.queue_runs(script)
     put(client)
     states_until(client, 1, final)
@@ -592,8 +699,9 @@ def cancel(client: httpx.Client, run_id: int | str, **body: Any) -> httpx.Respon
     return client.post(f"/api/test-runs/{run_id}/cancel", json=body if body else None)
 
 
-def test_cancel_goes_cancelling_then_cancelled_and_records_the_reason(emu: Emulator,
-                                                                     client: httpx.Client) -> None:
+def test_cancel_goes_cancelling_then_cancelled_and_records_the_reason(
+    emu: Emulator, client: httpx.Client
+) -> None:
     emu.queue_runs(RunScript(queued_for=0, run_for=60))
     put(client)
     time.sleep(0.05)
@@ -613,8 +721,10 @@ def test_cancel_goes_cancelling_then_cancelled_and_records_the_reason(emu: Emula
         page = control.get("/test-runs/1").text
         assert "Deployment rolled back" in page and "cancelled" in page
     recorded = [r for r in emu.requests if r.path == "/api/test-runs/1/cancel"]
-    assert [(r.method, r.json) for r in recorded] == [("POST", {"reason": "Deployment rolled back"}),
-                                                      ("POST", {"reason": "second try"})]
+    assert [(r.method, r.json) for r in recorded] == [
+        ("POST", {"reason": "Deployment rolled back"}),
+        ("POST", {"reason": "second try"}),
+    ]
     assert emu.count("POST", "/api/test-runs/1/cancel") == 2
 
 
@@ -638,9 +748,14 @@ def test_cancel_keeps_finished_tests_and_skips_the_rest(emu: Emulator, client: h
     assert emu.runs[0]["cancel_reason"] is None
 
 
-@pytest.mark.parametrize("script", [RunScript(queued_for=0, run_for=0),
-                                    RunScript(queued_for=0, run_for=0, outcome="error"),
-                                    RunScript(queued_for=0, run_for=0, outcome="cancelled")])
+@pytest.mark.parametrize(
+    "script",
+    [
+        RunScript(queued_for=0, run_for=0),
+        RunScript(queued_for=0, run_for=0, outcome="error"),
+        RunScript(queued_for=0, run_for=0, outcome="cancelled"),
+    ],
+)
 def test_cancel_of_a_terminal_run_is_412(emu: Emulator, client: httpx.Client, script: RunScript) -> None:
     emu.queue_runs(script)
     put(client)
@@ -688,18 +803,25 @@ def rerun(client: httpx.Client, run_id: int | str, **body: Any) -> httpx.Respons
 
 def test_rerun_answers_like_the_trigger_and_reuses_the_source(emu: Emulator, client: httpx.Client) -> None:
     emu.queue_runs(FAST, RunScript(queued_for=60))
-    source_body = {"environment": "staging",
-                   "build": {"branch": "release", "url": "https://ci/9", "commit": "c1"},
-                   "environment_variables_overrides": [{"name": "BASE_URL", "value": "https://x"}],
-                   "tags": ["@smoke"], "send_notifications": False}
+    source_body = {
+        "environment": "staging",
+        "build": {"branch": "release", "url": "https://ci/9", "commit": "c1"},
+        "environment_variables_overrides": [{"name": "BASE_URL", "value": "https://x"}],
+        "tags": ["@smoke"],
+        "send_notifications": False,
+    }
     assert client.put("/api/test-runs", json=source_body).status_code == 200
     answer = rerun(client, 1)
     assert answer.status_code == 200
     body = answer.json()
     created_at = body["data"]["test_run"].pop("created_at")
     assert ISO_MS_Z.match(created_at)
-    assert body == {"data": {"trigger": {"success": True},
-                             "test_run": {"id": 2, "state": "queued", "test_run_branch": "release"}}}
+    assert body == {
+        "data": {
+            "trigger": {"success": True},
+            "test_run": {"id": 2, "state": "queued", "test_run_branch": "release"},
+        }
+    }
     stored = emu.trigger_body(2)
     assert stored == {**source_body, "rerun_source_id": 1, "rerun_only_failed": False}
     run = get_run(client, "/api/test-runs/2")
@@ -711,13 +833,16 @@ def test_rerun_answers_like_the_trigger_and_reuses_the_source(emu: Emulator, cli
     with new_client(emu.url, None) as browser:
         assert "/demo/test-runs/1" in browser.get("/test-runs/2").text  # links to its source
     recorded = [(r.method, r.path, r.json) for r in emu.requests if r.path.endswith("/re-run")]
-    assert recorded == [("POST", "/api/test-runs/1/re-run", {}),
-                        ("POST", "/api/test-runs/1/re-run", {"send_notifications": True})]
+    assert recorded == [
+        ("POST", "/api/test-runs/1/re-run", {}),
+        ("POST", "/api/test-runs/1/re-run", {"send_notifications": True}),
+    ]
 
 
 @pytest.mark.parametrize(("outcome", "statuses"), [("passed", ["passed"] * 3), ("failed", ["failed"] * 3)])
-def test_rerun_only_failed_runs_just_those_tests(emu: Emulator, client: httpx.Client, outcome: str,
-                                                 statuses: list[str]) -> None:
+def test_rerun_only_failed_runs_just_those_tests(
+    emu: Emulator, client: httpx.Client, outcome: str, statuses: list[str]
+) -> None:
     emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed"))
     emu.set_default_script(RunScript(queued_for=0, run_for=0, outcome=outcome))
     put(client)
@@ -743,10 +868,13 @@ def html_escaped(text: str) -> str:
 
 
 def test_rerun_only_failed_of_scripted_names(emu: Emulator, client: httpx.Client) -> None:
-    emu.queue_runs(RunScript(queued_for=0, run_for=0, outcome="failed", tests=["a", "b", "c", "d"],
-                             failed_tests=["b", "d"]),
-                   RunScript(queued_for=0, run_for=0, outcome="failed", failed_tests=["d"]),
-                   RunScript(queued_for=0, run_for=0, outcome="passed"))
+    emu.queue_runs(
+        RunScript(
+            queued_for=0, run_for=0, outcome="failed", tests=["a", "b", "c", "d"], failed_tests=["b", "d"]
+        ),
+        RunScript(queued_for=0, run_for=0, outcome="failed", failed_tests=["d"]),
+        RunScript(queued_for=0, run_for=0, outcome="passed"),
+    )
     put(client)
     rerun(client, 1, only_failed=True)
     assert [(r["name"], r["status"]) for r in rows_of(client, 2)] == [("b", "passed"), ("d", "failed")]
@@ -776,16 +904,21 @@ def test_rerun_errors(emu: Emulator, client: httpx.Client) -> None:
         assert rerun(other, 1).status_code == 404
     with new_client(emu.url, None) as anon:
         assert rerun(anon, 1).status_code == 401
-    for body, field in (({"only_failed": "yes"}, "only_failed"), ({"only_failed": None}, "only_failed"),
-                        ({"send_notifications": 1}, "send_notifications")):
+    for body, field in (
+        ({"only_failed": "yes"}, "only_failed"),
+        ({"only_failed": None}, "only_failed"),
+        ({"send_notifications": 1}, "send_notifications"),
+    ):
         answer = rerun(client, 1, **body)
         assert answer.status_code == 400 and answer.json()["error"]["message"].startswith(f"{field}: ")
     assert client.post("/api/test-runs/1/re-run", content=b"[]").status_code == 400
     assert client.post("/api/test-runs/1/re-run", content=b"{").status_code == 400
     not_done = rerun(client, 1, only_failed=True)
     assert not_done.status_code == 400
-    assert not_done.json()["error"]["message"].startswith("only_failed: ") and "queued" in not_done.json()[
-        "error"]["message"]
+    assert (
+        not_done.json()["error"]["message"].startswith("only_failed: ")
+        and "queued" in not_done.json()["error"]["message"]
+    )
     assert len(emu.runs) == 1
     assert client.post("/api/test-runs/1/re-run").status_code == 200  # no body: a full re-run
     emu.add_fault(method="POST", path="/api/test-runs/*/re-run", status=504, after_create=True)
@@ -1062,9 +1195,13 @@ def test_control_api_drives_the_emulator(emu: Emulator, client: httpx.Client) ->
         assert control.post("/_emulator/runs/queue", json=[fast_fail, {"queued_for": 60}]).status_code == 200
         never = {"outcome": "never", "queued_for": 0}
         assert control.post("/_emulator/runs/queue", json=never).status_code == 200
-        assert control.post("/_emulator/default-script",
-                            json={"environment": "staging", "outcome": "error", "queued_for": 0, "run_for": 0}
-                            ).status_code == 200
+        assert (
+            control.post(
+                "/_emulator/default-script",
+                json={"environment": "staging", "outcome": "error", "queued_for": 0, "run_for": 0},
+            ).status_code
+            == 200
+        )
         for _ in range(4):
             put(client, environment="staging")
         states = [r["state"] for r in control.get("/_emulator/runs").json()]
@@ -1123,9 +1260,25 @@ def test_many_keep_alive_pollers(emu: Emulator, client: httpx.Client) -> None:
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_empirical.emulator", "--port", "0", "--api-key", "cli-key",
-         "--port-file", str(port_file), "--response-delay", "0.1", "--shape", "flat"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_empirical.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            "cli-key",
+            "--port-file",
+            str(port_file),
+            "--response-delay",
+            "0.1",
+            "--shape",
+            "flat",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
@@ -1139,8 +1292,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             assert put(client).status_code == 200
             assert time.monotonic() - started >= 0.1
             assert client.get("/api/test-runs/1").json()["data"]["test_run"]["id"] == 1  # flat
-            assert client.get("/api/test-runs/1", headers={"Authorization": "Bearer emulator-key"}
-                              ).status_code == 401
+            assert (
+                client.get("/api/test-runs/1", headers={"Authorization": "Bearer emulator-key"}).status_code
+                == 401
+            )
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=5)
         assert process.returncode == 0, err
@@ -1159,9 +1314,26 @@ def test_serves_https_with_a_given_certificate(tmp_path: Path) -> None:
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     with Emulator(api_keys={"tls-key-123": 1}, tls=(str(cert), str(key))) as emu:
         assert emu.url.startswith("https://127.0.0.1:")

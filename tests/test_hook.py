@@ -6,20 +6,19 @@ import asyncio
 import time
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_empirical.client import RetryPolicy
 from airflow_provider_empirical.config import ApiConfig, normalize_api_url
 from airflow_provider_empirical.emulator import Emulator, RunScript
-from airflow.providers.common.compat.sdk import AirflowFailException
-
 from airflow_provider_empirical.errors import (
-    EmpiricalContractError,
-    EmpiricalTriggerUncertainError,
     EmpiricalAuthError,
+    EmpiricalContractError,
     EmpiricalError,
     EmpiricalNotFoundError,
     EmpiricalRateLimitError,
     EmpiricalServerError,
+    EmpiricalTriggerUncertainError,
     EmpiricalValidationError,
 )
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
@@ -40,7 +39,11 @@ def test_trigger_sends_only_given_fields_with_bearer_key(hook: EmpiricalHook, em
     assert run["state"] == "queued" and isinstance(run["id"], int)
     (request,) = emulator.requests
     assert request.method == "PUT" and request.path == "/api/test-runs"
-    assert request.json == {"environment": "production", "tags": ["@smoke"], "metadata": {"sha": "abc", "n": 3}}
+    assert request.json == {
+        "environment": "production",
+        "tags": ["@smoke"],
+        "metadata": {"sha": "abc", "n": 3},
+    }
     assert request.headers["authorization"] == f"Bearer {API_KEY}"
     assert "x-project-id" not in request.headers
 
@@ -49,7 +52,13 @@ def test_trigger_every_field_reaches_the_api(hook: EmpiricalHook, emulator: Emul
     source = hook.trigger_test_run("staging", branch="feature/x")
     run = hook.trigger_test_run(
         "production",
-        build={"url": "https://ci/1", "branch": "main", "commit": "abc123", "commit_url": "https://gh/c", "version": "1.2"},
+        build={
+            "url": "https://ci/1",
+            "branch": "main",
+            "commit": "abc123",
+            "commit_url": "https://gh/c",
+            "version": "1.2",
+        },
         metadata={"k": "v"},
         environment_variables_overrides={"BASE_URL": "https://preview.example"},
         tags=["@smoke", "@critical"],
@@ -61,7 +70,9 @@ def test_trigger_every_field_reaches_the_api(hook: EmpiricalHook, emulator: Emul
         github_actor="octocat",
     )
     body = emulator.trigger_body(run["id"])
-    assert body["environment_variables_overrides"] == [{"name": "BASE_URL", "value": "https://preview.example"}]
+    assert body["environment_variables_overrides"] == [
+        {"name": "BASE_URL", "value": "https://preview.example"}
+    ]
     assert body["rerun_source_id"] == source["id"] and body["total_shards"] == 3
     assert body["send_notifications"] is False and body["github_actor"] == "octocat"
     assert run["test_run_branch"] == "main"
@@ -121,7 +132,9 @@ def test_test_connection_proves_the_key(empirical_conn: Emulator, monkeypatch: p
         ({"status": 422, "body": {"error": {"message": "bad thing"}}}, EmpiricalValidationError, "bad thing"),
     ],
 )
-def test_permanent_errors_are_not_retried(hook: EmpiricalHook, emulator: Emulator, fault: dict, error: type, words: str) -> None:
+def test_permanent_errors_are_not_retried(
+    hook: EmpiricalHook, emulator: Emulator, fault: dict, error: type, words: str
+) -> None:
     run_id = hook.trigger_test_run("production")["id"]
     emulator.add_fault(method="GET", path="/api/test-runs/*", times=-1, **fault)
     with pytest.raises(error, match=words) as info:
@@ -146,7 +159,9 @@ def test_get_retries_5xx_bursts_and_429_with_retry_after(hook: EmpiricalHook, em
     emulator.add_fault(method="GET", path="/api/test-runs/*", times=3, status=503)
     assert hook.get_test_run(run_id)["id"] == run_id
     assert emulator.count("GET") == 4
-    emulator.add_fault(method="GET", path="/api/test-runs/*", times=1, status=429, headers={"Retry-After": "1"})
+    emulator.add_fault(
+        method="GET", path="/api/test-runs/*", times=1, status=429, headers={"Retry-After": "1"}
+    )
     started = time.monotonic()
     assert hook.get_test_run(run_id)["id"] == run_id
     assert time.monotonic() - started >= 0.95  # Retry-After honoured, not the 50 ms backoff
@@ -166,7 +181,9 @@ def test_get_retries_dropped_connections(hook: EmpiricalHook, emulator: Emulator
     assert hook.get_test_run(run_id)["id"] == run_id
 
 
-def test_a_2xx_that_is_not_json_is_a_contract_error_not_retried_by_the_http_layer(hook: EmpiricalHook, emulator: Emulator) -> None:
+def test_a_2xx_that_is_not_json_is_a_contract_error_not_retried_by_the_http_layer(
+    hook: EmpiricalHook, emulator: Emulator
+) -> None:
     """A wait tolerates two in a row (test_waiting_faults); a single fetch says what it saw at once."""
     run_id = hook.trigger_test_run("production")["id"]
     emulator.add_fault(method="GET", path="/api/test-runs/*", times=1, malformed=True)
@@ -209,7 +226,9 @@ def test_ambiguous_trigger_is_never_sent_twice(hook: EmpiricalHook, emulator: Em
     assert emulator.count("PUT") == 1 and len(emulator.runs) == 1
 
 
-def test_read_timeout_after_create_is_not_retried(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_timeout_after_create_is_not_retried(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_EMPIRICAL_DEFAULT", conn_json(emulator, extra={"timeout": 1}))
     emulator.add_fault(method="PUT", path="/api/test-runs", times=1, delay=1.5, after_create=True)
     with pytest.raises(EmpiricalTriggerUncertainError, match="may have been created") as info:
@@ -219,8 +238,13 @@ def test_read_timeout_after_create_is_not_retried(emulator: Emulator, monkeypatc
 
 
 def test_redirects_are_not_followed(hook: EmpiricalHook, emulator: Emulator) -> None:
-    emulator.add_fault(method="GET", path="/api/test-runs/*", times=1, status=307,
-                       headers={"Location": "https://elsewhere.example/api/test-runs/1"})
+    emulator.add_fault(
+        method="GET",
+        path="/api/test-runs/*",
+        times=1,
+        status=307,
+        headers={"Location": "https://elsewhere.example/api/test-runs/1"},
+    )
     with pytest.raises(EmpiricalError, match="redirect") as info:
         hook.get_test_run(1)
     assert API_KEY not in str(info.value)
@@ -254,7 +278,7 @@ def test_api_url_normalisation(url: str, expected: str) -> None:
 
 @pytest.mark.parametrize("url", ["http://api.empirical.run", "http://10.0.0.5:8080", "ftp://x"])
 def test_clear_text_or_odd_urls_are_refused(url: str) -> None:
-    with pytest.raises(EmpiricalValidationError, match="clear text|not an http"):
+    with pytest.raises(EmpiricalValidationError, match=r"clear text|not an http"):
         ApiConfig(api_key="k" * 10, base_url=url)
 
 

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTestRunFailed
 from airflow_provider_empirical.models import describe, format_duration, is_terminal, parse_test_run, passed
 from airflow_provider_empirical.outcome import finished_event, resolve
-from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTestRunFailed
 
 ITEM = {
-    "id": 456, "state": "ended", "total_count": 51, "success_count": 48, "failed_count": 2,
-    "skipped_count": 0, "flaky_count": 1, "duration": 120000, "test_run_branch": "main",
-    "environment_slug": "production", "created_at": "2024-01-15T10:30:00.000Z", "something_new": [1],
+    "id": 456,
+    "state": "ended",
+    "total_count": 51,
+    "success_count": 48,
+    "failed_count": 2,
+    "skipped_count": 0,
+    "flaky_count": 1,
+    "duration": 120000,
+    "test_run_branch": "main",
+    "environment_slug": "production",
+    "created_at": "2024-01-15T10:30:00.000Z",
+    "something_new": [1],
 }
 
 
@@ -27,7 +36,9 @@ def test_missing_counts_and_unknown_states_never_crash() -> None:
     assert describe(run) == "Empirical test run 7 is warming_up"
 
 
-@pytest.mark.parametrize("payload", [{}, {"data": {"test_run": {"state": "ended"}}}, [1], "x", {"data": {"id": "abc"}}])
+@pytest.mark.parametrize(
+    "payload", [{}, {"data": {"test_run": {"state": "ended"}}}, [1], "x", {"data": {"id": "abc"}}]
+)
 def test_no_id_is_a_value_error(payload: object) -> None:
     with pytest.raises(ValueError):
         parse_test_run(payload)
@@ -43,7 +54,9 @@ def test_summary_line_reads_like_the_spec() -> None:
     assert "failed to dispatch the run to workers" in describe(errored)
 
 
-@pytest.mark.parametrize(("ms", "text"), [(None, "?"), (0, "0s"), (45_400, "45s"), (120_000, "2m00s"), (3_723_000, "1h02m03s")])
+@pytest.mark.parametrize(
+    ("ms", "text"), [(None, "?"), (0, "0s"), (45_400, "45s"), (120_000, "2m00s"), (3_723_000, "1h02m03s")]
+)
 def test_format_duration(ms: int | None, text: str) -> None:
     assert format_duration(ms) == text
 

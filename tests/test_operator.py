@@ -9,8 +9,8 @@ import pytest
 from airflow_provider_empirical.emulator import Emulator
 from airflow_provider_empirical.errors import EmpiricalValidationError
 from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
-from airflow_provider_empirical.validation import TRIGGER_FIELDS
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
+from airflow_provider_empirical.validation import TRIGGER_FIELDS
 from tests.test_validation import BAD_TRIGGERS
 
 
@@ -26,13 +26,24 @@ def test_the_explicit_signatures_agree_with_the_one_table_of_fields() -> None:
 
     operator_args = set(inspect.signature(EmpiricalTriggerTestRunOperator.__init__).parameters)
     assert set(TRIGGER_FIELDS) <= operator_args
-    assert list(TRIGGER_FIELDS)[:6] == ["environment", "build", "branch", "metadata", "environment_variables_overrides", "tags"]
+    assert list(TRIGGER_FIELDS)[:6] == [
+        "environment",
+        "build",
+        "branch",
+        "metadata",
+        "environment_variables_overrides",
+        "tags",
+    ]
     assert "test_case_ids" in TRIGGER_FIELDS
     assert EmpiricalTestRunSensor.template_fields == ("test_run_id", "environment", "branch", "created_after")
 
 
-@pytest.mark.parametrize(("kwargs", "field"), BAD_TRIGGERS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_TRIGGERS)])
-def test_operator_rejects_bad_input_before_any_request(empirical_conn: Emulator, kwargs: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "field"), BAD_TRIGGERS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_TRIGGERS)]
+)
+def test_operator_rejects_bad_input_before_any_request(
+    empirical_conn: Emulator, kwargs: dict[str, Any], field: str
+) -> None:
     op = EmpiricalTriggerTestRunOperator(task_id="t", **{"environment": "production", **kwargs})
     with pytest.raises(EmpiricalValidationError) as info:
         op.execute({})
@@ -40,8 +51,17 @@ def test_operator_rejects_bad_input_before_any_request(empirical_conn: Emulator,
     assert empirical_conn.count() == 0
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"poll_interval": -1}, "poll_interval"), ({"timeout": 0}, "timeout"), ({"poll_interval": "soon"}, "poll_interval"),
-     ({"poll_interval": 0}, "poll_interval"), ({"poll_interval": 0.2}, "poll_interval"), ({"timeout": float("inf")}, "timeout")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"poll_interval": -1}, "poll_interval"),
+        ({"timeout": 0}, "timeout"),
+        ({"poll_interval": "soon"}, "poll_interval"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": 0.2}, "poll_interval"),
+        ({"timeout": float("inf")}, "timeout"),
+    ],
+)
 def test_bad_wait_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(EmpiricalValidationError, match=f"`{field}`"):
         EmpiricalTriggerTestRunOperator(task_id="t", environment="production", **kwargs)

@@ -49,7 +49,13 @@ def test_connection_type_declares_the_form_for_the_3_2_plus_ui() -> None:
     assert conn_type["connection-type"] == "empirical"
     assert conn_type["hook-name"] == "Empirical"
     assert conn_type["hook-class-name"] == "airflow_provider_empirical.hooks.empirical.EmpiricalHook"
-    assert set(conn_type["conn-fields"]) == {"project_id", "timeout", "dashboard_url", "project_slug", "ca_bundle"}
+    assert set(conn_type["conn-fields"]) == {
+        "project_id",
+        "timeout",
+        "dashboard_url",
+        "project_slug",
+        "ca_bundle",
+    }
     behaviour = conn_type["ui-field-behaviour"]
     assert behaviour["relabeling"] == {"password": "API key", "host": "API URL"}
     assert {"login", "schema", "port"} <= set(behaviour["hidden-fields"])
@@ -71,7 +77,12 @@ def test_every_module_named_in_provider_info_imports() -> None:
     import importlib
 
     info = get_provider_info()
-    modules = [m for key in ("operators", "sensors", "hooks", "triggers") for e in info[key] for m in e["python-modules"]]
+    modules = [
+        m
+        for key in ("operators", "sensors", "hooks", "triggers")
+        for e in info[key]
+        for m in e["python-modules"]
+    ]
     for module in modules:
         importlib.import_module(module)
     for path in info["extra-links"]:

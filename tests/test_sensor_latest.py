@@ -34,10 +34,15 @@ def test_latest_matching_run_matches_the_slug_on_the_items(empirical_conn: Emula
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({}, "test_run_id"), ({"test_run_id": 3, "environment": "production"}, "test_run_id"),
-     ({"environment": "production", "created_after": "yesterday"}, "created_after")],
+    [
+        ({}, "test_run_id"),
+        ({"test_run_id": 3, "environment": "production"}, "test_run_id"),
+        ({"environment": "production", "created_after": "yesterday"}, "created_after"),
+    ],
 )
-def test_exactly_one_of_a_run_id_or_filters(empirical_conn: Emulator, kwargs: dict[str, Any], field: str) -> None:
+def test_exactly_one_of_a_run_id_or_filters(
+    empirical_conn: Emulator, kwargs: dict[str, Any], field: str
+) -> None:
     sensor = EmpiricalTestRunSensor(task_id="s", **kwargs)
     with pytest.raises(EmpiricalValidationError) as info:
         sensor.poke({})
@@ -69,4 +74,6 @@ def test_a_dag_waits_for_the_run_ci_starts_later(run_dag: Any, emulator: Emulato
     assert task_states(dag_run)["wait_for_tests"] == "success"
     production = [r for r in emulator.runs if r["environment_slug"] == "production"]
     pushed = xcoms(dag_run, "wait_for_tests")
-    assert pushed["test_run_id"] == production[0]["id"] and pushed["return_value"]["id"] == production[0]["id"]
+    assert (
+        pushed["test_run_id"] == production[0]["id"] and pushed["return_value"]["id"] == production[0]["id"]
+    )

@@ -36,8 +36,12 @@ def start_run(emulator: Emulator, **script: Any) -> int:
     return EmpiricalHook().trigger_test_run("production")["id"]
 
 
-def trigger_for(run_id: int, timeout: float = 30, poll: float = 0.2, **kwargs: Any) -> EmpiricalTestRunTrigger:
-    return EmpiricalTestRunTrigger(test_run_id=run_id, end_time=time.time() + timeout, poll_interval=poll, **kwargs)
+def trigger_for(
+    run_id: int, timeout: float = 30, poll: float = 0.2, **kwargs: Any
+) -> EmpiricalTestRunTrigger:
+    return EmpiricalTestRunTrigger(
+        test_run_id=run_id, end_time=time.time() + timeout, poll_interval=poll, **kwargs
+    )
 
 
 def test_serializes_to_plain_json_without_secrets(empirical_conn: Emulator) -> None:
@@ -46,7 +50,13 @@ def test_serializes_to_plain_json_without_secrets(empirical_conn: Emulator) -> N
     assert classpath == "airflow_provider_empirical.triggers.empirical.EmpiricalTestRunTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert set(kwargs) == {
-        "test_run_id", "end_time", "empirical_conn_id", "poll_interval", "test_run_url", "cancel_on_kill", "cancel_reason"
+        "test_run_id",
+        "end_time",
+        "empirical_conn_id",
+        "poll_interval",
+        "test_run_url",
+        "cancel_on_kill",
+        "cancel_reason",
     }
     assert EmpiricalTestRunTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert API_KEY not in json.dumps(kwargs) + repr(trigger)
@@ -57,22 +67,32 @@ def test_serializes_to_plain_json_without_secrets(empirical_conn: Emulator) -> N
     [
         ({"outcome": "passed"}, "success", "ended: 23 passed, 0 failed"),
         ({"outcome": "failed"}, "failed", "3 failed"),
-        ({"outcome": "error", "error_code": "merge_reports_failed"}, "error", "failed to merge sharded reports"),
+        (
+            {"outcome": "error", "error_code": "merge_reports_failed"},
+            "error",
+            "failed to merge sharded reports",
+        ),
         ({"outcome": "cancelled"}, "cancelled", "was cancelled"),
     ],
 )
-def test_yields_exactly_one_event_per_outcome(empirical_conn: Emulator, script: dict, status: str, words: str) -> None:
+def test_yields_exactly_one_event_per_outcome(
+    empirical_conn: Emulator, script: dict, status: str, words: str
+) -> None:
     run_id = start_run(empirical_conn, **script)
     ((event,),) = collect(trigger_for(run_id))
     assert event["status"] == status and event["test_run_id"] == run_id and words in event["message"]
-    assert event["url"] == f"{empirical_conn.url}/demo/test-runs/{run_id}"  # the slug comes from the run answer
+    assert (
+        event["url"] == f"{empirical_conn.url}/demo/test-runs/{run_id}"
+    )  # the slug comes from the run answer
     assert event["test_run"]["id"] == run_id
 
 
 def test_transient_faults_during_the_wait_never_end_it(empirical_conn: Emulator) -> None:
     run_id = start_run(empirical_conn, run_for=2.0)
     empirical_conn.add_fault(method="GET", path="/api/test-runs/*", times=2, status=503)
-    empirical_conn.add_fault(method="GET", path="/api/test-runs/*", times=1, status=429, headers={"Retry-After": "1"})
+    empirical_conn.add_fault(
+        method="GET", path="/api/test-runs/*", times=1, status=429, headers={"Retry-After": "1"}
+    )
     empirical_conn.add_fault(method="GET", path="/api/test-runs/*", times=1, malformed=True)
     empirical_conn.add_fault(method="GET", path="/api/test-runs/*", times=1, drop=True)
     ((event,),) = collect(trigger_for(run_id))
@@ -87,7 +107,9 @@ def test_server_that_disappears_and_comes_back(empirical_conn: Emulator) -> None
 
 
 @pytest.mark.parametrize(("status", "words"), [(401, "check the API key"), (404, "check the test run id")])
-def test_permanent_errors_mid_wait_end_it_with_what_to_fix(empirical_conn: Emulator, status: int, words: str) -> None:
+def test_permanent_errors_mid_wait_end_it_with_what_to_fix(
+    empirical_conn: Emulator, status: int, words: str
+) -> None:
     run_id = start_run(empirical_conn, run_for=30)
     empirical_conn.add_fault(method="GET", path="/api/test-runs/*", times=-1, status=status)
     ((event,),) = collect(trigger_for(run_id))
@@ -126,7 +148,7 @@ def test_rebuilt_trigger_resumes_to_the_same_outcome(empirical_conn: Emulator) -
             await task
 
     asyncio.run(interrupted())
-    classpath, kwargs = first.serialize()
+    _, kwargs = first.serialize()
     ((event,),) = collect(EmpiricalTestRunTrigger(**kwargs))
     assert event["status"] == "failed" and event["test_run_id"] == run_id
 

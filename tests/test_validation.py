@@ -27,9 +27,15 @@ BAD_TRIGGERS: list[tuple[dict[str, Any], str]] = [
     ({"metadata": {"none": None}}, "metadata.none"),
     ({"metadata": {"flag": True}}, "metadata.flag"),
     ({"environment_variables_overrides": [{"value": "x"}]}, "environment_variables_overrides[0].name"),
-    ({"environment_variables_overrides": [{"name": "A", "value": None}]}, "environment_variables_overrides[0].value"),
+    (
+        {"environment_variables_overrides": [{"name": "A", "value": None}]},
+        "environment_variables_overrides[0].value",
+    ),
     ({"environment_variables_overrides": "BASE_URL=x"}, "environment_variables_overrides"),
-    ({"environment_variables_overrides": [{"name": "A", "value": "1", "extra": 2}]}, "environment_variables_overrides[0]"),
+    (
+        {"environment_variables_overrides": [{"name": "A", "value": "1", "extra": 2}]},
+        "environment_variables_overrides[0]",
+    ),
     ({"tags": "@smoke"}, "tags"),
     ({"tags": ["@smoke", 3]}, "tags[1]"),
     ({"project_id": 0}, "project_id"),
@@ -60,7 +66,9 @@ BAD_TRIGGERS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "field"), BAD_TRIGGERS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_TRIGGERS)])
+@pytest.mark.parametrize(
+    ("kwargs", "field"), BAD_TRIGGERS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD_TRIGGERS)]
+)
 def test_bad_trigger_input_names_the_field_and_sends_nothing(
     empirical_conn: Emulator, kwargs: dict[str, Any], field: str
 ) -> None:
@@ -75,28 +83,47 @@ def test_bad_trigger_input_names_the_field_and_sends_nothing(
 def test_secret_override_values_are_not_echoed() -> None:
     with pytest.raises(EmpiricalValidationError) as info:
         trigger_request_body(
-            {"environment": "production", "environment_variables_overrides": [{"name": "TOKEN", "value": ["s3cr3t-value"]}]}
+            {
+                "environment": "production",
+                "environment_variables_overrides": [{"name": "TOKEN", "value": ["s3cr3t-value"]}],
+            }
         )
     assert "s3cr3t-value" not in str(info.value)
 
 
 def test_rendered_strings_are_converted() -> None:
-    body = trigger_request_body({
-        "environment": "  production ", "total_shards": "3", "rerun_source_id": "12", "rerun_only_failed": "True",
-        "send_notifications": "false", "environment_variables_overrides": {"PORT": 8080},
-        "test_case_ids": [" a30a-55e2 "],
-    })
+    body = trigger_request_body(
+        {
+            "environment": "  production ",
+            "total_shards": "3",
+            "rerun_source_id": "12",
+            "rerun_only_failed": "True",
+            "send_notifications": "false",
+            "environment_variables_overrides": {"PORT": 8080},
+            "test_case_ids": [" a30a-55e2 "],
+        }
+    )
     assert body == {
-        "environment": "production", "total_shards": 3, "rerun_source_id": 12, "rerun_only_failed": True,
-        "send_notifications": False, "environment_variables_overrides": [{"name": "PORT", "value": "8080"}],
+        "environment": "production",
+        "total_shards": 3,
+        "rerun_source_id": 12,
+        "rerun_only_failed": True,
+        "send_notifications": False,
+        "environment_variables_overrides": [{"name": "PORT", "value": "8080"}],
         "test_case_ids": ["a30a-55e2"],
     }
 
 
 def test_extra_body_is_merged_after_the_known_fields_and_sent_as_given(empirical_conn: Emulator) -> None:
-    run = EmpiricalHook().trigger_test_run("production", tags=["@smoke"], extra_body={"new_api_field": {"x": [1, True]}})
+    run = EmpiricalHook().trigger_test_run(
+        "production", tags=["@smoke"], extra_body={"new_api_field": {"x": [1, True]}}
+    )
     (request,) = [r for r in empirical_conn.requests if r.method == "PUT"]
-    assert request.json == {"environment": "production", "tags": ["@smoke"], "new_api_field": {"x": [1, True]}}
+    assert request.json == {
+        "environment": "production",
+        "tags": ["@smoke"],
+        "new_api_field": {"x": [1, True]},
+    }
     assert run["id"] >= 1
 
 

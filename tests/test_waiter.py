@@ -91,5 +91,7 @@ def test_the_deadline_is_checked_after_a_poll_and_the_sleep_never_passes_it() ->
     assert w.step(ENDED)["status"] == "success"  # type: ignore[index]  # a run that just ended is not late
     w2 = waiter(clock, end_in=0.0)
     event = w2.step(run("started"))
-    assert isinstance(event, dict) and event["status"] == "timeout" and "last state: started" in event["message"]
+    assert (
+        isinstance(event, dict) and event["status"] == "timeout" and "last state: started" in event["message"]
+    )
     assert event["test_run"]["state"] == "started" and "u" in event["message"]

@@ -48,7 +48,9 @@ TRANSIENT = {
 
 
 @pytest.mark.parametrize("faults", TRANSIENT.values(), ids=TRANSIENT.keys())
-def test_hook_wait_survives_transient_faults(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, faults: list[dict]) -> None:
+def test_hook_wait_survives_transient_faults(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, faults: list[dict]
+) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_EMPIRICAL_DEFAULT", conn_json(emulator, extra={"timeout": 1}))
     run_id = start(emulator, outcome="failed")
     for fault in faults:
@@ -65,7 +67,10 @@ def test_hook_wait_survives_the_server_going_down_for_10_seconds(empirical_conn:
     assert time.monotonic() - started >= 10
 
 
-@pytest.mark.parametrize(("status", "words"), [(401, "check the API key"), (403, "cannot access this project"), (404, "check the test run id")])
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [(401, "check the API key"), (403, "cannot access this project"), (404, "check the test run id")],
+)
 def test_hook_wait_ends_fast_on_permanent_faults(empirical_conn: Emulator, status: int, words: str) -> None:
     run_id = start(empirical_conn, run_for=30)
     empirical_conn.add_fault(method="GET", path="/api/test-runs/*", times=-1, status=status)

@@ -10,7 +10,10 @@ from typing import Any
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, task
 
-from airflow_provider_empirical.operators.empirical import EmpiricalCancelTestRunOperator, EmpiricalTriggerTestRunOperator
+from airflow_provider_empirical.operators.empirical import (
+    EmpiricalCancelTestRunOperator,
+    EmpiricalTriggerTestRunOperator,
+)
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 
 POLL = 1.0
@@ -24,8 +27,11 @@ def _dag(dag_id: str) -> DAG:
 def operator_waits(dag_id: str, **kwargs: Any) -> DAG:
     with _dag(dag_id) as dag:
         EmpiricalTriggerTestRunOperator(
-            task_id="run_tests", environment="production", wait_for_completion=True,
-            poll_interval=POLL, **kwargs,
+            task_id="run_tests",
+            environment="production",
+            wait_for_completion=True,
+            poll_interval=POLL,
+            **kwargs,
         )
     return dag
 
@@ -43,11 +49,15 @@ e2e_operator_sync = operator_waits("e2e_operator_sync", deferrable=False)
 e2e_operator_deferrable = operator_waits("e2e_operator_deferrable", deferrable=True)
 e2e_operator_lenient = operator_waits("e2e_operator_lenient", deferrable=False, fail_on_test_failure=False)
 e2e_operator_timeout = operator_waits("e2e_operator_timeout", deferrable=False, timeout=1)
-e2e_operator_deferrable_timeout = operator_waits("e2e_operator_deferrable_timeout", deferrable=True, timeout=1)
+e2e_operator_deferrable_timeout = operator_waits(
+    "e2e_operator_deferrable_timeout", deferrable=True, timeout=1
+)
 e2e_sensor_poke = sensor_waits("e2e_sensor_poke", mode="poke", timeout=60)
 e2e_sensor_reschedule = sensor_waits("e2e_sensor_reschedule", mode="reschedule", timeout=60)
 e2e_sensor_deferrable = sensor_waits("e2e_sensor_deferrable", deferrable=True, timeout=60)
-e2e_sensor_lenient = sensor_waits("e2e_sensor_lenient", deferrable=True, timeout=60, fail_on_test_failure=False)
+e2e_sensor_lenient = sensor_waits(
+    "e2e_sensor_lenient", deferrable=True, timeout=60, fail_on_test_failure=False
+)
 e2e_sensor_deferrable_timeout = sensor_waits("e2e_sensor_deferrable_timeout", deferrable=True, timeout=1)
 
 with _dag("e2e_templating") as e2e_templating:
@@ -86,12 +96,16 @@ with _dag("e2e_templating_rerun") as e2e_templating_rerun:
 
 with _dag("e2e_bad_input") as e2e_bad_input:
     EmpiricalTriggerTestRunOperator(
-        task_id="trigger_tests", environment="production", total_shards="{{ params.shards }}",
+        task_id="trigger_tests",
+        environment="production",
+        total_shards="{{ params.shards }}",
         params={"shards": 0},
     )
 
 with _dag("e2e_sensor_bad_id") as e2e_sensor_bad_id:
-    EmpiricalTestRunSensor(task_id="wait_for_tests", test_run_id="{{ params.get('missing') }}", poke_interval=POLL)
+    EmpiricalTestRunSensor(
+        task_id="wait_for_tests", test_run_id="{{ params.get('missing') }}", poke_interval=POLL
+    )
 
 e2e_operator_durable = operator_waits(
     "e2e_operator_durable", deferrable=False, retries=1, retry_delay=pendulum.duration(seconds=0)
@@ -101,11 +115,15 @@ e2e_secrets_sensor = sensor_waits("e2e_secrets_sensor", mode="poke", timeout=60)
 
 # -- retries, re-runs and cancelling (one PUT per task instance unless a retry asks for more) --
 _RETRY = {"retries": 1, "retry_delay": pendulum.duration(seconds=0)}
-e2e_rerun_failed_sync = operator_waits("e2e_rerun_failed_sync", deferrable=False, rerun_failed_on_retry=True, **_RETRY)
+e2e_rerun_failed_sync = operator_waits(
+    "e2e_rerun_failed_sync", deferrable=False, rerun_failed_on_retry=True, **_RETRY
+)
 e2e_rerun_failed_deferrable = operator_waits(
     "e2e_rerun_failed_deferrable", deferrable=True, rerun_failed_on_retry=True, **_RETRY
 )
-e2e_cancel_on_timeout_sync = operator_waits("e2e_cancel_on_timeout_sync", deferrable=False, timeout=2, cancel_on_timeout=True)
+e2e_cancel_on_timeout_sync = operator_waits(
+    "e2e_cancel_on_timeout_sync", deferrable=False, timeout=2, cancel_on_timeout=True
+)
 e2e_cancel_on_timeout_deferrable = operator_waits(
     "e2e_cancel_on_timeout_deferrable", deferrable=True, timeout=2, cancel_on_timeout=True
 )
@@ -116,14 +134,21 @@ with _dag("e2e_retry_no_wait") as e2e_retry_no_wait:
 
 with _dag("e2e_cancel_operator") as e2e_cancel_operator:
     started = EmpiricalTriggerTestRunOperator(task_id="trigger_tests", environment="production")
-    EmpiricalCancelTestRunOperator(task_id="cancel_tests", test_run_id=started.output, reason="rolled back {{ run_id }}")
+    EmpiricalCancelTestRunOperator(
+        task_id="cancel_tests", test_run_id=started.output, reason="rolled back {{ run_id }}"
+    )
 
 
 # -- the sensor waits for the newest run matching filters, instead of a run id --
 def latest_waits(dag_id: str, **kwargs: Any) -> DAG:
     with _dag(dag_id) as dag:
         EmpiricalTestRunSensor(
-            task_id="wait_for_tests", environment="production", branch="main", poke_interval=POLL, timeout=30, **kwargs
+            task_id="wait_for_tests",
+            environment="production",
+            branch="main",
+            poke_interval=POLL,
+            timeout=30,
+            **kwargs,
         )
     return dag
 
@@ -139,6 +164,8 @@ except ImportError:  # pragma: no cover
     Asset = None  # type: ignore[assignment,misc]
 if Asset is not None:
     e2e_operator_outlets = operator_waits(
-        "e2e_operator_outlets", deferrable=False, outlets=[Asset("empirical://demo/e2e/outlets")],
+        "e2e_operator_outlets",
+        deferrable=False,
+        outlets=[Asset("empirical://demo/e2e/outlets")],
         build={"commit": "c0ffee", "version": "v-42"},
     )
