@@ -22,14 +22,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "emp-test-key-7f9c2a-do-not-leak"
 
-_HOME = Path(tempfile.mkdtemp(prefix="empirical-airflow-home-"))
+# pytest imports this file as `conftest`, and test modules import it again as `tests.conftest`:
+# the second import must reuse the first one's Airflow home, not make (and switch to) another.
+_FIRST = next(
+    (m for m in (sys.modules.get("conftest"), sys.modules.get("tests.conftest")) if hasattr(m, "_HOME")), None
+)
+_HOME: Path = _FIRST._HOME if _FIRST is not None else Path(tempfile.mkdtemp(prefix="empirical-airflow-home-"))
 DAGS_FOLDER = _HOME / "dags"
-DAGS_FOLDER.mkdir()
-for source in [
-    *sorted((ROOT / "example_dags").glob("*.py")),
-    *sorted((ROOT / "tests" / "dags").glob("*.py")),
-]:
-    (DAGS_FOLDER / source.name).symlink_to(source)
+if _FIRST is None:
+    DAGS_FOLDER.mkdir()
+    for source in [
+        *sorted((ROOT / "example_dags").glob("*.py")),
+        *sorted((ROOT / "tests" / "dags").glob("*.py")),
+    ]:
+        (DAGS_FOLDER / source.name).symlink_to(source)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),

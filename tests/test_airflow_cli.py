@@ -37,7 +37,7 @@ KEY = "emp-cli-key-5d21c8-not-for-logs"
 WRONG_KEY = "emp-cli-wrong-key-0a9e77"
 PACKAGE = "airflow-provider-empirical"
 HOOK = "airflow_provider_empirical.hooks.empirical.EmpiricalHook"
-FIELDS = ("project_id", "timeout", "dashboard_url")
+FIELDS = ("project_id", "timeout", "dashboard_url", "project_slug", "ca_bundle")
 
 # The connection form as the UI gets it, reduced to the same shape on every version.
 FORM_PROBE = """
@@ -248,12 +248,16 @@ def test_providers_widgets_lists_our_extra_fields(cli: Any) -> None:
             "project_id": ["integer", "null"],
             "timeout": ["number", "null"],
             "dashboard_url": ["string", "null"],
+            "project_slug": ["string", "null"],
+            "ca_bundle": ["string", "null"],
         }
     else:  # wtforms fields from the hook; Airflow < 3.2 accepts no FloatField there
         assert types == {
             "project_id": "IntegerField",
             "timeout": "IntegerField",
             "dashboard_url": "StringField",
+            "project_slug": "StringField",
+            "ca_bundle": "StringField",
         }
 
 
@@ -269,6 +273,8 @@ def test_connection_form_relabels_and_labels_our_fields(cli: Any) -> None:
         "project_id": "Project ID",
         "timeout": "Timeout (seconds)",
         "dashboard_url": "Dashboard URL",
+        "project_slug": "Project slug",
+        "ca_bundle": "CA bundle",
     }, form
 
 
