@@ -40,6 +40,7 @@ RERUN = "empirical_rerun_failed"
 WAIT = "empirical_wait_for_test_run"
 RELEASE = "empirical_release_after_tests"
 ROLLBACK = "empirical_post_deploy_rollback"
+POLLING = "empirical_polling_kill"  # tests/deployment_dags: an operator polling in the worker
 EXAMPLES = [NIGHTLY, SMOKE, RERUN, WAIT, RELEASE, ROLLBACK]
 # tasks that are skipped when everything passes (the rollback branch)
 SKIPPED_WHEN_GREEN = {ROLLBACK: {"rollback", "cancel_full_regression"}}
@@ -80,9 +81,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment
     try:
         started = time.monotonic()
         emulator.start()
-        deployment = Deployment(workdir / "airflow", emulator.url)
+        dags = [
+            *sorted((ROOT / "example_dags").glob("*.py")),
+            ROOT / "tests" / "deployment_dags" / f"{POLLING}.py",
+        ]
+        deployment = Deployment(workdir / "airflow", emulator.url, dags=dags)
         deployment.start()
-        deployment.wait_for_dags(EXAMPLES)
+        deployment.wait_for_dags([*EXAMPLES, POLLING])
         print(f"\n[deployment] Airflow up with the examples parsed in {time.monotonic() - started:.1f} s")
         yield deployment, emulator
     except BaseException:
@@ -374,6 +379,35 @@ def test_marking_a_deferred_task_failed_cancels_its_run_once(batch: Batch) -> No
     assert deployment.task_states(SMOKE, run_id)["smoke_tests"] == "failed"
     (run,) = [r for r in emulator.runs() if r["id"] == test_run_id]
     assert run["state"] in ("cancelling", "cancelled"), run
+
+
+def test_marking_a_polling_task_failed_cancels_its_run_once(batch: Batch) -> None:
+    """Airflow kills the worker's task process (SIGTERM); the operator's on_kill cancels the run."""
+    deployment, emulator = batch.deployment, batch.emulator
+    emulator.control("POST", "/_emulator/runs/queue", {"queued_for": 0.5, "run_for": 300})
+    deployment.unpause(POLLING)
+    run_id = deployment.trigger(POLLING)
+
+    def polling() -> bool:
+        try:
+            return "test_run_id" in deployment.xcoms(POLLING, run_id, "run_tests")
+        except Exception:  # the task instance may not exist yet
+            return False
+
+    helpers.wait_until("run_tests to start polling", polling, 60)
+    test_run_id = deployment.xcoms(POLLING, run_id, "run_tests")["test_run_id"]
+    cancel_path = f"/api/test-runs/{test_run_id}/cancel"
+    time.sleep(2)
+    deployment.mark(POLLING, run_id, "run_tests", "failed")
+
+    def cancels() -> list[dict[str, Any]]:
+        return [r for r in emulator.requests() if r["method"] == "POST" and r["path"] == cancel_path]
+
+    helpers.wait_until(f"POST {cancel_path}", cancels, 60)
+    time.sleep(3)  # a second cancel would show up by now
+    (cancel,) = cancels()
+    assert "run_tests" in cancel["json"]["reason"] and "was killed" in cancel["json"]["reason"], cancel
+    assert deployment.task_states(POLLING, run_id)["run_tests"] == "failed"
 
 
 # -- the templates behind it, on every Airflow version --
