@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -390,8 +391,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _logs_to_stderr() -> None:
+    """Standard output is the report alone (`--json` must parse): logs go to standard error.
+
+    Airflow 2 configures logging when it is imported, with a handler on standard output that
+    also prints httpx's line per request.
+    """
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in (each for each in loggers if isinstance(each, logging.Logger)):
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
+                replacement = logging.StreamHandler(sys.stderr)  # Airflow 2's handler cannot be re-pointed
+                replacement.setLevel(handler.level)
+                replacement.setFormatter(handler.formatter)
+                logger.removeHandler(handler)
+                logger.addHandler(replacement)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit code 0 all required found, 1 something required missing, 2 usage/auth/connection error."""
+    _logs_to_stderr()
     args = parse_args(argv)
     try:
         config = load_config(args)
