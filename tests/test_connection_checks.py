@@ -63,12 +63,16 @@ def test_bad_connections_name_the_field_and_send_nothing(
     assert emulator.count() == 0
 
 
-def test_extra_that_is_not_json_is_an_error_not_silently_dropped(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _use(monkeypatch, f"empirical://:{API_KEY}@127.0.0.1:{emulator.port}?__extra__=%7Bproject_id%3A+1")
+def test_extra_that_is_not_json_is_an_error_not_silently_dropped(emulator: Emulator) -> None:
+    """Airflow's `extra_dejson` logs and drops an extra that is not JSON: the hook refuses it."""
+    from airflow.providers.common.compat.sdk import Connection
+
+    conn = Connection(conn_id="broken", conn_type="empirical", host=emulator.url, password=API_KEY)
+    conn.extra = "{project_id: 1"  # a hand-edited extra, as the UI's raw JSON box allows
+    hook = EmpiricalHook("broken")
+    hook.get_connection = lambda conn_id: conn  # type: ignore[method-assign]  # the lookup, not the check
     with pytest.raises(EmpiricalValidationError, match="extra is not valid JSON") as info:
-        EmpiricalHook().get_test_run(1)
+        hook.get_test_run(1)
     assert info.value.field == "extra" and emulator.count() == 0
 
 

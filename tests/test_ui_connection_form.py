@@ -367,6 +367,9 @@ def test_finished_smoke_task_shows_the_empirical_test_run_link(page: Any, api_se
     """A user opens the task of a finished smoke run, then its Details tab, and clicks the link."""
     from playwright.sync_api import expect
 
+    if tuple(int(part) for part in metadata.version("apache-airflow").split(".")[:2]) < (3, 3):
+        _skip_loudly("the extra-link walk-through is written for the Airflow 3.3 UI (its task page layout)")
+
     smoke = api_server.smoke
     ARTIFACTS.mkdir(exist_ok=True)
     try:
