@@ -179,10 +179,12 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
             self._where = f"{self.dag_id}.{self.task_id} (DAG run {context.get('run_id')})"
             if not self.wait_for_completion:
                 return self._start(context, body)
+            from airflow_provider_empirical.models import is_terminal
+
             stored = self._stored_run(context)
             if stored is not None:
                 self._rerun_of = self._store(context).get(RERUN_OF_KEY)
-            if stored is not None and stored["state"] not in ("ended", "error", "cancelled"):
+            if stored is not None and not is_terminal(stored):
                 self.log.info("Re-attaching to test run %s, started by an earlier try", stored["id"])
                 test_run_id = stored["id"]
                 self._publish(context, test_run_id)
