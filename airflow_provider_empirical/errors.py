@@ -28,6 +28,7 @@ class EmpiricalError(AirflowException):
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = message  # what went wrong, without advice a caller may word differently
         self.status = status
         self.endpoint = endpoint
         self.retry_after = retry_after

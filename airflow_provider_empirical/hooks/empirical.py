@@ -269,7 +269,7 @@ class EmpiricalHook(BaseHook):
         except EmpiricalError as exc:
             if not exc.may_have_created_run:
                 raise
-            raise _uncertain(call, exc.message) from None
+            raise _uncertain(call, exc.reason) from None
         except ValueError as exc:  # a 2xx without a readable run: it may exist all the same
             raise _uncertain(
                 call, f"Empirical API {call.endpoint} answered without a test run id ({exc})"
@@ -442,7 +442,6 @@ def _project(payload: Any) -> dict[str, Any]:
 
 
 def _uncertain(call: Call, reason: str) -> EmpiricalTriggerUncertainError:
-    reason = reason.split(". The request may have reached Empirical")[0]  # the driver's own advice
     error = EmpiricalTriggerUncertainError(
         f"{reason}. A test run may have been created, so this request was not sent again, and this "
         "task is failed without Airflow retries for the same reason (Empirical has no idempotency key: "

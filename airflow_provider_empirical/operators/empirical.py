@@ -318,13 +318,12 @@ class EmpiricalTriggerTestRunOperator(BaseOperator):
             return None
 
     def _succeeded(self, run: TestRun) -> bool:
-        from airflow_provider_empirical.outcome import status_of
+        from airflow_provider_empirical.outcome import passes, status_of
 
-        status = status_of(run)
-        return (
-            status == "success"
-            or (status == "failed" and not self.fail_on_test_failure)
-            or (status == "empty" and not self.fail_on_empty_run)
+        return passes(
+            status_of(run),
+            fail_on_test_failure=self.fail_on_test_failure,
+            fail_on_empty_run=self.fail_on_empty_run,
         )
 
     # -- waiting --
