@@ -5,7 +5,7 @@ AIRFLOW_VERSION ?= 3.3.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: venv demo test test-matrix bench lint package clean
+.PHONY: venv demo test test-fast test-matrix bench lint package clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,14 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-## The whole test suite (unit, emulator, end-to-end DAG runs).
+## The whole test suite: tests/unit, tests/integration, tests/e2e (DAG runs, the deployment tier, the browser).
 test: venv
 	$(BIN)/python -m pytest
+
+## Unit (milliseconds) and integration (real HTTP to the emulator and loopback servers) tests only,
+## four at a time: most of their time is spent waiting on sockets and timeouts, not on the CPU.
+test-fast: venv
+	$(BIN)/python -m pytest -n 4 tests/unit tests/integration
 
 ## Performance figures, side by side with the dbt Cloud provider (not part of make test).
 bench: venv

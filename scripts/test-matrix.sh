@@ -8,7 +8,7 @@
 #
 # `openlineage` is Airflow 3.3.2 (MAIN_VERSION) with the optional OpenLineage provider in its own venv
 # (never in .venv: the provider is no dependency, and the main suite must pass without it). It runs
-# tests/test_openlineage.py only; OPENLINEAGE_TESTS=tests runs the whole suite there.
+# tests/e2e/test_openlineage.py only; OPENLINEAGE_TESTS=tests runs the whole suite there.
 #
 # Each version gets a venv at .venv-matrix/<version>, built once and reused
 # while pyproject.toml and the checkout's path are unchanged (a stamp file records that).
@@ -44,7 +44,7 @@ label_of() {
     case $1 in openlineage) echo "Airflow $MAIN_VERSION + OpenLineage" ;; *) echo "Airflow $1" ;; esac
 }
 targets_of() {  # pytest's paths for an entry (none: the configured testpaths)
-    case $1 in openlineage) echo "${OPENLINEAGE_TESTS:-tests/test_openlineage.py}" ;; esac
+    case $1 in openlineage) echo "${OPENLINEAGE_TESTS:-tests/e2e/test_openlineage.py}" ;; esac
 }
 
 venv_for() {  # echo the venv to use for $1, building it when needed; progress to stderr

@@ -10,7 +10,7 @@ Every process gets its own process group; `stop()` SIGTERMs each group and SIGKI
 lingers, and is safe to call twice and from any path (fixtures call it in `finally`).
 Only the standard library: the REST API is spoken with urllib.
 
-Used by tests/test_deployment.py and tests/test_ui_connection_form.py. Manual use::
+Used by tests/e2e/test_deployment.py and tests/e2e/test_ui_connection_form.py. Manual use::
 
     python -m tests.deployment_helpers    # start everything, print the URLs, Ctrl-C stops
 """
@@ -43,7 +43,7 @@ COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 POLL_INTERVAL = "2"
 
 
-# A home with a finished run of the smoke example, left by tests/test_deployment.py (its
+# A home with a finished run of the smoke example, left by tests/e2e/test_deployment.py (its
 # processes stopped) for the browser test to serve with just an API server: home, emulator_url,
 # dag_id, run_id, task_id, url (the run's dashboard URL, as the extra link must show it).
 FINISHED_SMOKE: dict[str, Any] = {}

@@ -10,7 +10,7 @@
    .artifacts/extra-link.png.
 
 Both are served by one `airflow api-server` (simple auth manager, everyone admin) on a
-throwaway AIRFLOW_HOME (tests/deployment_helpers.py): the home tests/test_deployment.py left
+throwaway AIRFLOW_HOME (tests/deployment_helpers.py): the home tests/e2e/test_deployment.py left
 when it ran in the same session, else a deployment started here to run the smoke example.
 docs/connection-form.png and docs/extra-link.png are refreshed only when
 UPDATE_DOCS_SCREENSHOT=1.
@@ -45,7 +45,7 @@ pytestmark = [
     ),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -146,7 +146,7 @@ class ApiServer:
 def api_server(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """`airflow api-server` on a home holding a finished run of the smoke example.
 
-    After tests/test_deployment.py (same session) that is its home, served by a fresh API
+    After tests/e2e/test_deployment.py (same session) that is its home, served by a fresh API
     server alone. Otherwise a whole deployment (scheduler, dag-processor, triggerer, API
     server, emulator) runs the smoke example once, then all but the API server stop.
     """

@@ -11,7 +11,7 @@ from airflow_provider_empirical.errors import EmpiricalValidationError
 from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 from airflow_provider_empirical.validation import TRIGGER_FIELDS
-from tests.test_validation import BAD_TRIGGERS
+from tests.unit.test_validation import BAD_TRIGGERS
 
 
 def test_every_api_field_is_a_template_field_assigned_verbatim() -> None:

@@ -286,7 +286,7 @@ def test_a_passing_run_puts_its_id_and_build_in_the_asset_event(run_dag: Any, em
     try:
         from airflow.models.asset import AssetEvent, AssetModel
     except ImportError:
-        pytest.skip("Airflow 2: the Dataset equivalent is covered by tests/test_assets.py")
+        pytest.skip("Airflow 2: the Dataset equivalent is covered by tests/unit/test_assets.py")
     from airflow.utils.session import create_session
 
     emulator.queue_runs(RunScript(**QUICK))

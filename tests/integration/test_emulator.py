@@ -20,7 +20,7 @@ from airflow_provider_empirical.emulator import Emulator, RunScript
 
 KEY, OTHER_KEY = "test-key", "other-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIST_ITEM_KEYS = {
     "id",
     "state",

@@ -33,7 +33,7 @@ from tests.deployment_helpers import Deployment, EmulatorProcess
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NIGHTLY = "empirical_nightly_regression"
 SMOKE = "empirical_post_deploy_smoke"
 RERUN = "empirical_rerun_failed"
