@@ -22,9 +22,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-log = logging.getLogger(__name__)
+from airflow_provider_empirical.api.test_runs import COUNTS
 
-COUNT_KEYS = ("total_count", "success_count", "failed_count", "skipped_count", "flaky_count")
+log = logging.getLogger(__name__)
 
 
 def outlet_extra(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def outlet_extra(summary: Mapping[str, Any]) -> dict[str, Any]:
         "state": summary.get("state"),
         "outcome": summary.get("outcome"),
     }
-    extra.update({key: summary.get(key) for key in COUNT_KEYS})
+    extra.update({key: summary.get(key) for key in COUNTS})
     optional = {
         "commit": summary.get("commit") or build.get("commit"),
         "build_version": summary.get("build_version") or build.get("version"),

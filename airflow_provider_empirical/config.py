@@ -1,21 +1,27 @@
 """The connection's settings as one checked value: where the API is, the key, and how to link runs.
 
-Nothing here does I/O or imports Airflow: `ApiConfig` is built from a connection by the hook
-and used by both HTTP drivers, and its `redact` is the one place that hides the key.
+Nothing here does I/O or imports Airflow. `ApiConfig.from_connection` is the only place that
+reads and normalises a connection's fields (the hook hands it what Airflow stored); both HTTP
+drivers use the result, and its `clean` is the one place that hides the key and makes server
+text safe to log.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import SplitResult, quote, quote_plus, urlsplit
 
 from airflow_provider_empirical import __version__
-from airflow_provider_empirical.errors import EmpiricalValidationError
+from airflow_provider_empirical.api.errors import EmpiricalValidationError
 from airflow_provider_empirical.get_provider_info import API_URL, DASHBOARD_URL
 from airflow_provider_empirical.validation import positive_int, positive_number
 
@@ -160,6 +166,33 @@ class ApiConfig:
         put("project_slug", _slug(self.project_slug))
         put("ca_bundle", _ca_bundle(self.ca_bundle))
 
+    @classmethod
+    def from_connection(
+        cls, conn_id: str, host: str | None, port: int | None, password: str | None, extra: Any
+    ) -> ApiConfig:
+        """The configuration of a connection's fields; an error names the field to fix.
+
+        `extra` is the parsed extra (a dict), or the raw text Airflow stored when it is not JSON.
+        """
+        try:
+            if isinstance(extra, str):
+                extra = _extra_json(extra)
+            if extra is None:
+                extra = {}
+            if not isinstance(extra, Mapping):
+                raise EmpiricalValidationError("extra is not a JSON object", field="extra")
+            return cls(
+                api_key=password or "",
+                base_url=normalize_api_url(host, port),
+                project_id=extra.get("project_id"),
+                timeout=extra.get("timeout") or DEFAULT_TIMEOUT,
+                dashboard_url=extra.get("dashboard_url") or "",
+                project_slug=extra.get("project_slug"),
+                ca_bundle=extra.get("ca_bundle"),
+            )
+        except EmpiricalValidationError as exc:
+            raise EmpiricalValidationError(f"Connection {conn_id!r} {exc.message}", field=exc.field) from None
+
     def run_url(self, test_run_id: int, project_slug: str | None = None) -> str:
         """The run's page: `<dashboard>/<project slug>/test-runs/<id>`, as Empirical's own tooling links it.
 
@@ -175,15 +208,64 @@ class ApiConfig:
         headers = {
             "Authorization": f"Bearer {self.api_key}",
             "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",  # all the drivers' BodyReader decodes
             "User-Agent": f"airflow-provider-empirical/{__version__}",
         }
         if self.project_id is not None:
             headers["x-project-id"] = str(self.project_id)
         return headers
 
+    @cached_property
+    def _key_forms(self) -> tuple[str, ...]:
+        """The key as it may appear in text: raw, JSON-escaped, repr-escaped, URL-encoded."""
+        key = self.api_key
+        forms = {key, json.dumps(key)[1:-1], repr(key)[1:-1], quote(key, safe=""), quote_plus(key)}
+        return tuple(sorted(forms, key=len, reverse=True))  # longest first: no form left half-replaced
+
     def redact(self, text: str) -> str:
-        """Remove the key from text that came from elsewhere (a server may echo headers back).
+        """Remove the key, in every form it can take, from text that came from elsewhere.
 
         Call it before shortening a text: a key cut in two by truncation would no longer match.
         """
-        return text.replace(self.api_key, "***")
+        for form in self._key_forms:
+            text = text.replace(form, "***")
+        return text
+
+    def clean(self, text: str, limit: int | None = None) -> str:
+        """Server text made safe for a log line or a message: the key removed FIRST, control
+        characters escaped (no forged log lines, no terminal escapes), then cut to `limit`."""
+        safe = printable(self.redact(text))
+        return safe if limit is None or len(safe) <= limit else safe[: max(0, limit - 3)] + "..."
+
+
+def _extra_json(raw: str) -> Any:
+    """A connection's extra stored as text: it must be JSON (Airflow would silently drop it)."""
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise EmpiricalValidationError(
+            "its extra is not valid JSON, so project_id, timeout and the other extra fields cannot be read",
+            field="extra",
+        ) from None
+
+
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def printable(text: str) -> str:
+    """`text` with every control, format or separator character escaped (\\n, \\x1b, \\u202e...).
+
+    Server text ends up in task logs and exception messages: a newline or an ANSI escape in a
+    test name must not forge a log line or rewrite a terminal.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or unicodedata.category(char) not in _UNPRINTABLE:
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)

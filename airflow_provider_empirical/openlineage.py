@@ -31,14 +31,6 @@ SCHEMA_URL = f"{PRODUCER}#/$defs/EmpiricalTestRunFacet"
 FAILED = "failed"
 FLAKY = "flaky"
 
-_COUNTS = {
-    "totalCount": "total_count",
-    "successCount": "success_count",
-    "failedCount": "failed_count",
-    "skippedCount": "skipped_count",
-    "flakyCount": "flaky_count",
-}
-
 
 def facets_for(operator: Any, task_instance: Any) -> OperatorLineage:
     """Lineage of the test run the task waited for; empty when no run finished."""
@@ -111,7 +103,9 @@ def _build_facet_class() -> type[Any]:
 
 def run_facet(summary: dict[str, Any]) -> Any:
     """The ``empiricalTestRun`` facet of a task's ``test_run_summary``."""
-    counts = {field: _int(summary.get(key)) for field, key in _COUNTS.items()}
+    from airflow_provider_empirical.api.test_runs import COUNTS
+
+    counts = {_camel(key): _int(summary.get(key)) for key in COUNTS}
     facet_class = __getattr__("EmpiricalTestRunFacet")
     return facet_class(
         testRunId=summary["id"],
@@ -254,6 +248,11 @@ def _connection_dashboard_host(conn_id: Any) -> str:
         return urlsplit(EmpiricalHook(conn_id).config.dashboard_url).netloc or default
     except Exception:  # lineage never fails a task: fall back to the default dashboard
         return default
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _str(value: Any) -> str | None:

@@ -1,9 +1,9 @@
 """How a wait ends, decided once for the operator, the sensor and the trigger.
 
 `Waiter` is the polling loop's brain without its I/O: fed a run (or the error of a poll),
-it answers with seconds to sleep or with the final event. `resolve` turns that event into
-a task result or a task failure. The sync operator, the sensor and the async trigger all
-use these, so the outcome rules and messages cannot drift apart.
+it answers with seconds to sleep or with the final event. `resolve` judges that event with the
+task's `Policy` and turns it into a task result or a task failure. The sync operator, the sensor
+and the async trigger all use these, so the rules and messages cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,51 +12,53 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTestRunFailed
-from airflow_provider_empirical.models import TestCase, TestRun, describe, is_terminal, result_of
+from airflow_provider_empirical.api.errors import (
+    EmpiricalError,
+    EmpiricalNotFoundError,
+    EmpiricalTestRunFailed,
+)
+from airflow_provider_empirical.api.test_runs import TestCase, TestRun, is_terminal
+from airflow_provider_empirical.api.verdict import OUTCOMES, Outcome, Policy, describe, judge, outcome_of
 
 if TYPE_CHECKING:
     from airflow_provider_empirical.hooks.empirical import EmpiricalHook
 
-Status = Literal["success", "failed", "empty", "error", "cancelled", "timeout"]
-STATUSES: frozenset[str] = frozenset({"success", "failed", "empty", "error", "cancelled", "timeout"})
 # Answers in a row that end a wait although each alone could be a blip: 2xx bodies that do not
-# match the contract, and transport failures that look permanent (TLS verification, DNS).
+# match the contract, and transport failures that look permanent (TLS, DNS).
 MAX_STRIKES = 3
+# A run just created may not be readable yet (read-after-write lag): a wait that knows its run
+# was just created keeps going on a 404 for this long after the creation, until the run was
+# seen once. Otherwise a 404 ends the wait at once.
+NOT_FOUND_GRACE = 30.0
+# The last poll starts this long before the deadline (a tenth of a short wait), so that it can
+# still be answered: a wait ends within this margin before its deadline, never after it.
+LAST_POLL_MARGIN = 1.0
 LOGGED_TESTS = 50  # failed tests listed one per line in the task log
 NAMED_TESTS = 10  # failed tests named in the exception message (and so in alerts)
-_STATUS_OF_RESULT: dict[str, Status] = {
-    "passed": "success",
-    "failed": "failed",
-    "empty": "empty",
-    "unreadable": "error",
-    "error": "error",
-    "cancelled": "cancelled",
-}
 
 
 class WaitEvent(TypedDict):
     """The single event that ends a wait; plain JSON so a trigger can send it."""
 
-    status: Status
+    status: Outcome
     test_run_id: int
     test_run: TestRun | None
     url: str | None
     message: str
 
 
-def status_of(run: TestRun) -> Status:
-    """How a run in a terminal state ended; unreadable counts end as `error` (fail closed)."""
-    return _STATUS_OF_RESULT[result_of(run)]
-
-
 def finished_event(run: TestRun, url: str | None) -> WaitEvent:
     """The event for a run in a terminal state."""
     return WaitEvent(
-        status=status_of(run), test_run_id=run["id"], test_run=run, url=url, message=describe(run, url)
+        status=outcome_of(run), test_run_id=run["id"], test_run=run, url=url, message=describe(run, url)
     )
+
+
+def last_poll_margin(now: float, end_time: float) -> float:
+    """How long before its deadline a wait polls for the last time."""
+    return min(LAST_POLL_MARGIN, max(0.0, end_time - now) / 10)
 
 
 def error_event(test_run_id: int, url: str | None, error: BaseException, *, strikes: int = 0) -> WaitEvent:
@@ -82,8 +84,10 @@ def error_event(test_run_id: int, url: str | None, error: BaseException, *, stri
 class Waiter:
     """Decides, poll after poll, whether to sleep on or how the wait ended.
 
-    The deadline is wall-clock (epoch seconds) so it survives a hand-off to another process,
-    and it is checked only after a poll, so a run that just finished is never reported late.
+    The deadline is wall-clock (epoch seconds) so it survives a hand-off to another process.
+    The last poll starts `LAST_POLL_MARGIN` before it, and the wait ends when less than that is
+    left after a poll: a run that just finished is reported as finished, and no wait outlives
+    its deadline.
     """
 
     def __init__(
@@ -94,6 +98,9 @@ class Waiter:
         end_time: float,
         log: logging.Logger | Any,
         clock: Callable[[], float] = time.time,
+        *,
+        max_strikes: int = MAX_STRIKES,
+        created_at: float | None = None,
     ) -> None:
         self.clock = clock  # wall-clock epoch seconds; injectable so the rules are tested without sleeping
         self.test_run_id = test_run_id
@@ -101,48 +108,70 @@ class Waiter:
         self.poll_interval = poll_interval
         self.end_time = end_time
         self.log = log
+        self.not_found_until = created_at + NOT_FOUND_GRACE if created_at is not None else None
+        self.margin = last_poll_margin(clock(), end_time)
         self.last: TestRun | None = None
+        self.seen = False  # the run was read at least once (a 404 then means it is gone)
         self.strikes = 0  # contract mismatches or permanent-looking transport failures in a row
-        self.max_strikes = MAX_STRIKES
+        self.max_strikes = max_strikes
 
     def step(self, result: TestRun | BaseException) -> WaitEvent | float:
         """Feed the result of one poll; get seconds to sleep, or the final event."""
         if isinstance(result, BaseException):
-            if not isinstance(result, EmpiricalError):
-                return error_event(self.test_run_id, self.url, result)
-            strike = result.contract or getattr(result, "permanent", False)
-            if not (strike or result.transient):
-                return error_event(self.test_run_id, self.url, result)
-            self.strikes = self.strikes + 1 if strike else 0
-            if self.strikes >= self.max_strikes:
-                return error_event(self.test_run_id, self.url, result, strikes=self.strikes)
-            self.log.warning("Still waiting for Empirical test run %s: %s", self.test_run_id, result.message)
+            ended = self._failed_poll(result)
+            if ended is not None:
+                return ended
         else:
             self.strikes = 0
+            self.seen = True
             if is_terminal(result):
                 return finished_event(result, self.url)
             if self.last is None or self.last["state"] != result["state"]:  # not a line per poll
                 self.log.info("%s", describe(result, self.url))
             self.last = result
         remaining = self.end_time - self.clock()
-        if remaining <= 0:
-            state = self.last["state"] if self.last else "unknown"
-            return WaitEvent(
-                status="timeout",
-                test_run_id=self.test_run_id,
-                test_run=self.last,
-                url=self.url,
-                message=(
-                    f"Timed out waiting for Empirical test run {self.test_run_id} (last state: {state}). "
-                    f"The run may still be going: {self.url or 'see the Empirical dashboard'}"
-                ),
+        if remaining <= self.margin:
+            return self._timeout()
+        return min(self.poll_interval, remaining - self.margin)
+
+    def _failed_poll(self, error: BaseException) -> WaitEvent | None:
+        if not isinstance(error, EmpiricalError):
+            return error_event(self.test_run_id, self.url, error)
+        lagging = not self.seen and self.not_found_until is not None and self.clock() < self.not_found_until
+        if isinstance(error, EmpiricalNotFoundError) and lagging:
+            self.log.warning(
+                "Empirical test run %s is not readable yet (404); a run just created can take a "
+                "moment to appear: looking again",
+                self.test_run_id,
             )
-        return min(self.poll_interval, remaining)
+            return None
+        strike = error.contract or error.permanent
+        if not (strike or error.transient):
+            return error_event(self.test_run_id, self.url, error)
+        self.strikes = self.strikes + 1 if strike else 0
+        if self.strikes >= self.max_strikes:
+            return error_event(self.test_run_id, self.url, error, strikes=self.strikes)
+        self.log.warning("Still waiting for Empirical test run %s: %s", self.test_run_id, error.message)
+        return None
+
+    def _timeout(self) -> WaitEvent:
+        state = self.last["state"] if self.last else "unknown"
+        return WaitEvent(
+            status="timeout",
+            test_run_id=self.test_run_id,
+            test_run=self.last,
+            url=self.url,
+            message=(
+                f"Timed out waiting for Empirical test run {self.test_run_id} (last state: {state}). "
+                f"The run may still be going: {self.url or 'see the Empirical dashboard'}"
+            ),
+        )
 
 
 # -- the two drivers of Waiter: the same loop, one sleeping in a thread, one in the event loop.
 # Both start with `first_delay` (0 in a worker; a poll interval in the triggerer, which defers
-# right after a check), catch everything a poll raises and never raise themselves.
+# right after a check), catch everything a poll raises and never raise themselves. A poll may
+# take until the wait's deadline, no longer (retries and their pauses stop there too).
 
 
 def wait_for_test_run(
@@ -154,22 +183,22 @@ def wait_for_test_run(
     end_time: float,
     log: logging.Logger | Any,
     first_delay: float = 0.0,
+    created_at: float | None = None,
 ) -> WaitEvent:
     """Poll until the run ends or `end_time` (epoch seconds) passes; transient errors never end it.
 
     Without a `url`, the run's link is worked out after the first answer (which may name the
-    project's slug).
+    project's slug). `created_at` (epoch seconds), when the caller just created the run, lets a
+    404 from read-after-write lag pass for a moment.
     """
-    waiter = Waiter(test_run_id, url, poll_interval, end_time, log)
-    step: WaitEvent | float = min(first_delay, max(0.0, end_time - time.time()))
+    waiter = Waiter(test_run_id, url, poll_interval, end_time, log, created_at=created_at)
+    step: WaitEvent | float = min(first_delay, max(0.0, end_time - waiter.margin - time.time()))
     while not isinstance(step, dict):
         time.sleep(step)
         started = time.time()
         result: TestRun | BaseException
         try:
-            # a check started just before the deadline may take one request timeout, no more:
-            # retries and their pauses stop there too
-            result = hook.get_test_run(test_run_id, deadline=end_time + hook.config.timeout)
+            result = hook.get_test_run(test_run_id, deadline=end_time)
             waiter.url = waiter.url or hook.test_run_url(test_run_id)
         except Exception as exc:
             result = exc
@@ -186,17 +215,17 @@ async def await_test_run(
     end_time: float,
     log: logging.Logger | Any,
     first_delay: float = 0.0,
+    created_at: float | None = None,
 ) -> WaitEvent:
     """Async twin of `wait_for_test_run`, used by the trigger."""
-    waiter = Waiter(test_run_id, url, poll_interval, end_time, log)
-    step: WaitEvent | float = min(first_delay, max(0.0, end_time - time.time()))
+    waiter = Waiter(test_run_id, url, poll_interval, end_time, log, created_at=created_at)
+    step: WaitEvent | float = min(first_delay, max(0.0, end_time - waiter.margin - time.time()))
     while not isinstance(step, dict):
         await asyncio.sleep(step)
         started = time.time()
         result: TestRun | BaseException
         try:
-            grace = (await hook.aconfig()).timeout
-            result = await hook.aget_test_run(test_run_id, deadline=end_time + grace)
+            result = await hook.aget_test_run(test_run_id, deadline=end_time)
             waiter.url = waiter.url or await hook.atest_run_url(test_run_id)
         except Exception as exc:
             result = exc
@@ -211,6 +240,9 @@ def _cadence(step: WaitEvent | float, started: float) -> WaitEvent | float:
     return max(0.0, step - (time.time() - started))
 
 
+# -- the end of a wait, in the task --
+
+
 def summary_of(event: WaitEvent) -> dict[str, Any]:
     """What the task returns: the run's fields plus its URL and outcome."""
     run = event.get("test_run") or {"id": event["test_run_id"]}
@@ -219,10 +251,22 @@ def summary_of(event: WaitEvent) -> dict[str, Any]:
 
 def validate_event(event: Any) -> WaitEvent:
     """Check an event that crossed a process boundary (it may come from another release's trigger)."""
-    if not isinstance(event, dict) or event.get("status") not in STATUSES or "test_run_id" not in event:
+    if not isinstance(event, dict) or event.get("status") not in OUTCOMES or "test_run_id" not in event:
         shown = sorted(event)[:10] if isinstance(event, dict) else type(event).__name__
         raise EmpiricalError(f"Unexpected event from the Empirical trigger: {shown}")
     return event  # type: ignore[return-value]
+
+
+def judged(event: WaitEvent, policy: Policy) -> WaitEvent:
+    """The event with its outcome decided by the verdict, when it carries a finished run.
+
+    A trigger from another release (or with other flags) may have judged it differently: the
+    task's own verdict is the one that counts.
+    """
+    run = event.get("test_run")
+    if run and is_terminal(run) and event["status"] != "timeout":
+        return {**event, "status": judge(run, policy).outcome}
+    return event
 
 
 def log_failed_tests(run: TestRun | None, log: logging.Logger | Any) -> str:
@@ -255,37 +299,20 @@ def _pw_id(case: TestCase) -> str:
     return f" ({case['pw_test_id']})" if case.get("pw_test_id") else ""
 
 
-def passes(status: str, *, fail_on_test_failure: bool, fail_on_empty_run: bool = True) -> bool:
-    """Whether a wait that ended with `status` lets the task succeed (the one rule, used by `resolve`)."""
-    return (
-        status == "success"
-        or (status == "failed" and not fail_on_test_failure)
-        or (status == "empty" and not fail_on_empty_run)
-    )
-
-
-def resolve(
-    event: Any,
-    *,
-    fail_on_test_failure: bool,
-    log: logging.Logger | Any,
-    fail_on_empty_run: bool = True,
-) -> dict[str, Any]:
-    """Turn the final event into the task's return value, or fail the task with its message."""
-    event = validate_event(event)
+def resolve(event: Any, policy: Policy, *, log: logging.Logger | Any) -> dict[str, Any]:
+    """Judge the final event with `policy`: the task's return value, or the task fails with why."""
+    event = judged(validate_event(event), policy)
     status = event["status"]
+    run = event.get("test_run")
     message = str(event.get("message") or f"Empirical test run {event['test_run_id']}: {status}")
-    names = log_failed_tests(event.get("test_run"), log) if status == "failed" else ""
-    if passes(status, fail_on_test_failure=fail_on_test_failure, fail_on_empty_run=fail_on_empty_run):
+    names = log_failed_tests(run, log) if status == "failed" else ""
+    verdict = judge(run, policy) if run and is_terminal(run) and status != "timeout" else None
+    if verdict is not None and verdict.passes:
         if status == "success":
             log.info("%s", message)
         else:
-            flag = "fail_on_test_failure" if status == "failed" else "fail_on_empty_run"
-            log.warning("%s (not failing the task: %s=False)", message, flag)
+            log.warning("%s (not failing the task: %s)", message, verdict.reason)
         return summary_of(event)
-    if status == "empty":
-        raise EmpiricalTestRunFailed(
-            f"{message}. A run that executes no test proves nothing (check the tags, test_case_ids and "
-            "the environment); set fail_on_empty_run=False to allow it"
-        )
+    if status == "empty" and verdict is not None:
+        raise EmpiricalTestRunFailed(f"{message}. {verdict.reason}")
     raise EmpiricalTestRunFailed(message + names)

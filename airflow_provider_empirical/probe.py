@@ -25,14 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_empirical.client import TEST_RUNS_PATH, Call, EmpiricalClient
+from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalTransportError
+from airflow_provider_empirical.api.test_runs import COUNTS, KNOWN_STATES, locate_run, parse_test_run
 from airflow_provider_empirical.config import ApiConfig
-from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTransportError
-from airflow_provider_empirical.models import parse_test_run
+from airflow_provider_empirical.get_provider_info import API_URL
+from airflow_provider_empirical.http import endpoints
+from airflow_provider_empirical.http.protocol import Call
+from airflow_provider_empirical.http.sync import EmpiricalClient
 
 OK, WARN, MISSING, INFO = "ok", "warn", "MISSING", "info"
-KNOWN_STATES = frozenset({"pending", "queued", "started", "ended", "error", "cancelling", "cancelled"})
-COUNTS = ("total_count", "success_count", "failed_count", "skipped_count", "flaky_count")
 RUN_FIELDS = ("id", "state", *COUNTS, "duration", "created_at", "environment_slug")
 ROW_FIELDS = ("name", "status", "pw_test_id", "slug")
 SHOWN = frozenset({"id", "state", *COUNTS})  # values harmless enough to print
@@ -153,21 +154,20 @@ def check_list(report: Report, section: str, payload: Any) -> int | None:
 Levels = list[tuple[str, Any]]  # (path, object) where run fields may sit, innermost first
 
 
-def locate_run(payload: Any) -> tuple[str, Levels]:
-    """Which of the known shapes holds the run, and the levels to search for its fields."""
-    data, test_run = dig(payload, "data"), dig(payload, "data.test_run")
-    if isinstance(test_run, dict) and isinstance(test_run.get("testRun"), dict):
-        nested = test_run["testRun"]
-        return "nested data.test_run.testRun", [
-            ("data.test_run.testRun", nested),
-            ("data.test_run", test_run),
-            ("data", data),
-        ]
-    if isinstance(test_run, dict) and "id" in test_run:
-        return "flat data.test_run", [("data.test_run", test_run), ("data", data)]
-    if isinstance(data, dict) and "id" in data:
-        return "flat data", [("data", data)]
-    return "none", []
+def run_levels(payload: Any) -> tuple[str, Levels]:
+    """Which of the known shapes holds the run (as the provider's parser sees it), and the levels
+    to search for its fields, each with its path."""
+    try:
+        located = locate_run(payload)
+    except ValueError:
+        return "none", []
+    paths = {
+        "nested data.test_run.testRun": ["data.test_run.testRun", "data.test_run", "data", "(top level)"],
+        "flat data.test_run": ["data.test_run", "data", "(top level)"],
+        "flat data": ["data", "(top level)"],
+        "bare": ["(top level)"],
+    }[located.shape]
+    return located.shape, list(zip(paths, located.levels, strict=True))
 
 
 def find(levels: Levels, path: str) -> tuple[Any, str]:
@@ -181,7 +181,7 @@ def find(levels: Levels, path: str) -> tuple[Any, str]:
 
 def check_run(report: Report, section: str, payload: Any) -> tuple[int | None, bool]:
     """Check GET /api/test-runs/{id}; returns (failed count, whether per-test rows came)."""
-    shape, levels = locate_run(payload)
+    shape, levels = run_levels(payload)
     report.shape = shape
     report.add(section, "shape", shape != "none", shape, True)
     if shape == "none":  # no run fields to look at: say only what the answer holds instead
@@ -249,7 +249,7 @@ def check_cases(report: Report, client: EmpiricalClient, run_id: int) -> None:
     """The undocumented per-test endpoint, tried only as the fallback it is; never required."""
     section = f"GET /api/v2/test-runs/{run_id}/cases (undocumented, optional)"
     try:
-        payload = client.request(Call("GET", f"/api/v2/test-runs/{run_id}/cases"))
+        payload = client.request(endpoints.test_run_cases(run_id))
     except EmpiricalError as exc:
         report.info(section, "per-test rows", f"missing (HTTP {exc.status or type(exc).__name__})")
         return
@@ -292,15 +292,13 @@ def probe(config: ApiConfig, run_id: int | None = None) -> Report:
     report = Report(api_url=config.base_url)
     client = EmpiricalClient(config)
     try:
-        section = f"GET {TEST_RUNS_PATH}?per_page={LIST_PER_PAGE}"
-        listed = fetch(
-            client, report, section, Call("GET", TEST_RUNS_PATH, params={"per_page": LIST_PER_PAGE})
-        )
+        section = f"GET {endpoints.TEST_RUNS}?per_page={LIST_PER_PAGE}"
+        listed = fetch(client, report, section, endpoints.list_test_runs(1, LIST_PER_PAGE, {}))
         newest = check_list(report, section, listed)
         run_id = run_id or newest
         if run_id is not None:
-            section = f"GET {TEST_RUNS_PATH}/{run_id}"
-            payload = fetch(client, report, section, Call("GET", f"{TEST_RUNS_PATH}/{run_id}"))
+            section = f"GET {endpoints.TEST_RUNS}/{run_id}"
+            payload = fetch(client, report, section, endpoints.get_test_run(run_id))
             failed, has_rows = check_run(report, section, payload)
             if failed and not has_rows:
                 check_cases(report, client, run_id)
@@ -358,7 +356,7 @@ def load_config(args: argparse.Namespace) -> ApiConfig:
         project = os.environ.get("EMPIRICAL_PROJECT_ID", "").strip()
         if project and not (project.isdigit() and int(project) >= 1):
             raise ValueError("EMPIRICAL_PROJECT_ID must be an integer >= 1")
-        url = os.environ.get("EMPIRICAL_API_URL") or "https://api.empirical.run"
+        url = os.environ.get("EMPIRICAL_API_URL") or API_URL
         config = ApiConfig(api_key=key, base_url=url, project_id=int(project) if project else None)
     return dataclasses.replace(config, base_url=args.api_url) if args.api_url else config
 

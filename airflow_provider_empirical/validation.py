@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from airflow_provider_empirical.errors import EmpiricalValidationError
+from airflow_provider_empirical.api.errors import EmpiricalValidationError
 
 BUILD_KEYS = ("url", "branch", "commit", "commit_url", "version")
 MIN_POLL_INTERVAL = 1.0

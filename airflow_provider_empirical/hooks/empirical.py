@@ -1,100 +1,53 @@
 """EmpiricalHook: the Airflow connection turned into a client of the Empirical API.
 
-An API client and nothing more: it fetches, lists, triggers, re-runs and cancels. Waiting
-lives next to `Waiter` in `outcome.py`. The connection gives an `ApiConfig`; the shared HTTP
-core does the rest. Sync methods use one pooled client for the life of the hook; async
-methods (used by the trigger) borrow the event loop's shared pool.
+An API client and nothing more: it fetches, lists, triggers, re-runs and cancels. Each method
+drives one operation of `http.operations` (what to send, how to read the answer) with the sync
+client (httpx, workers) or, for its `a`-prefixed twin, the async one (aiohttp, triggerer):
+the twins sit side by side and share every rule. Waiting lives in `outcome.py`.
+
+`deadline` (epoch seconds) bounds every call a hook makes, retries and their pauses included:
+a task sets it to its own deadline, so no call outlives the task or wait it serves.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_empirical.client import (
-    TEST_RUNS_PATH,
-    AsyncEmpiricalClient,
-    Call,
-    EmpiricalClient,
-    RetryPolicy,
-    shared_async_client,
-)
-from airflow_provider_empirical.config import DEFAULT_TIMEOUT, ApiConfig, normalize_api_url
-from airflow_provider_empirical.errors import (
-    EmpiricalContractError,
-    EmpiricalError,
-    EmpiricalTriggerUncertainError,
-    EmpiricalValidationError,
-)
+from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalValidationError
+from airflow_provider_empirical.api.test_runs import RunPage, TestRun, parse_time
+from airflow_provider_empirical.config import ApiConfig
+from airflow_provider_empirical.errors import EmpiricalTriggerUncertainError
 from airflow_provider_empirical.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_empirical.http import endpoints, operations
+from airflow_provider_empirical.http.operations import Operation
+from airflow_provider_empirical.http.protocol import Call, RetryPolicy
 from airflow_provider_empirical.links import DEFAULT_CONN_ID
-from airflow_provider_empirical.models import (
-    FAILED_STATUSES,
-    FLAKY_STATUSES,
-    MAX_LISTED_TESTS,
-    TestRun,
-    parse_created_at,
-    parse_test_cases,
-    parse_test_run,
-)
-from airflow_provider_empirical.validation import (
-    boolean,
-    positive_int,
-    text,
-    trigger_request_body,
-)
+from airflow_provider_empirical.validation import boolean, trigger_request_body
 
+if TYPE_CHECKING:
+    from airflow_provider_empirical.http.aio import AsyncEmpiricalClient
+    from airflow_provider_empirical.http.sync import EmpiricalClient
+
+T = TypeVar("T")
 LIST_FILTERS = frozenset({"id", "branch", "state", "result", "environment_ids", "interval_in_days"})
 MAX_PAGES = 1000  # list_test_runs stops here even if the server keeps announcing more pages
 _UNLEARNED = ""  # the slot for a project slug the API would not tell
 
 
-def config_from_connection(
-    conn_id: str, host: str | None, port: int | None, password: str | None, extra: Any
-) -> ApiConfig:
-    """Build the API configuration from a connection's fields; an error names the field to fix."""
-    try:
-        if not isinstance(extra, dict):
-            raise EmpiricalValidationError("extra is not a JSON object", field="extra")
-        return ApiConfig(
-            api_key=password or "",
-            base_url=normalize_api_url(host, port),
-            project_id=extra.get("project_id"),
-            timeout=extra.get("timeout") or DEFAULT_TIMEOUT,
-            dashboard_url=extra.get("dashboard_url") or "",
-            project_slug=extra.get("project_slug"),
-            ca_bundle=extra.get("ca_bundle"),
-        )
-    except EmpiricalValidationError as exc:
-        raise EmpiricalValidationError(f"Connection {conn_id!r} {exc.message}", field=exc.field) from None
-
-
-def _extra_of(conn_id: str, raw: str | None, parsed: Any) -> dict[str, Any]:
-    """The connection's extra, refusing text that is not JSON (Airflow would silently drop it)."""
-    if raw and raw.strip() and not parsed:
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            raise EmpiricalValidationError(
-                f"Connection {conn_id!r}: its extra is not valid JSON, so project_id, timeout and the "
-                "other extra fields cannot be read",
-                field="extra",
-            ) from None
-    return parsed if isinstance(parsed, dict) else {}
-
-
 class EmpiricalHook(BaseHook):
-    """Talk to the Empirical test-runs API with the key stored in an Airflow connection.
+    """Talk to the Empirical API with the key stored in an Airflow connection.
 
     :param empirical_conn_id: connection of type ``empirical`` (API key in the password).
-    :param retry: how GETs and cancels (and trigger PUTs that were surely rejected) are retried.
+    :param retry: how GETs and cancels (and creating requests that were surely rejected) are retried.
+    :param deadline: epoch seconds by which a call ends (retries and pauses included) unless the
+        call is given its own; None: only the connection's timeout per attempt bounds it.
     """
 
     conn_name_attr = "empirical_conn_id"
@@ -103,11 +56,17 @@ class EmpiricalHook(BaseHook):
     hook_name = "Empirical"
 
     def __init__(
-        self, empirical_conn_id: str = default_conn_name, *, retry: RetryPolicy | None = None, **kwargs: Any
+        self,
+        empirical_conn_id: str = default_conn_name,
+        *,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.empirical_conn_id = empirical_conn_id
         self.retry = retry or RetryPolicy()
+        self.deadline = deadline
         self._config: ApiConfig | None = None  # one slot, filled by the sync or the async lookup
         self._project_slug: str | None = None  # learned from the API; _UNLEARNED after a failed try
         self._async_client: AsyncEmpiricalClient | None = None
@@ -171,67 +130,162 @@ class EmpiricalHook(BaseHook):
             self._config = self._config_of(conn, await get_async_extra_dejson(conn))
         return self._config
 
-    def _config_of(self, conn: Any, extra: Any) -> ApiConfig:
-        extra = _extra_of(self.empirical_conn_id, getattr(conn, "extra", None), extra)
-        unknown = sorted(set(extra) - set(CONN_FIELDS))
-        if unknown:
+    def _config_of(self, conn: Any, parsed: Any) -> ApiConfig:
+        """Airflow drops an extra that is not JSON (`extra_dejson` is then {}): pass its text on,
+        so that the configuration refuses it by name instead of ignoring project_id and the rest."""
+        extra = parsed or getattr(conn, "extra", None)
+        if isinstance(extra, Mapping) and set(extra) - set(CONN_FIELDS):
             self.log.warning(
                 "Connection %r: ignoring unknown extra field(s) %s (known: %s)",
                 self.empirical_conn_id,
-                unknown,
+                sorted(set(extra) - set(CONN_FIELDS)),
                 ", ".join(CONN_FIELDS),
             )
-        return config_from_connection(self.empirical_conn_id, conn.host, conn.port, conn.password, extra)
+        return ApiConfig.from_connection(self.empirical_conn_id, conn.host, conn.port, conn.password, extra)
 
     @cached_property
     def client(self) -> EmpiricalClient:
+        from airflow_provider_empirical.http.sync import EmpiricalClient
+
         return EmpiricalClient(self.config, self.retry)
 
     async def _aclient(self) -> AsyncEmpiricalClient:
         if self._async_client is None:
+            from airflow_provider_empirical.http.aio import shared_async_client
+
             self._async_client = await self._async_stack.enter_async_context(
                 shared_async_client(await self.aconfig(), self.retry)
             )
         return self._async_client
+
+    def close(self) -> None:
+        """Release the pooled sync connection; the hook reopens one if used again."""
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]
+
+    async def aclose(self) -> None:
+        """Give the shared async pool back; the last user of a pool closes it."""
+        self._async_client = None
+        await self._async_stack.aclose()
+
+    # -- driving an operation: the sync and the async face --
+
+    def _deadline(self, deadline: float | None) -> float | None:
+        """A call's own deadline, else the hook's."""
+        return deadline if deadline is not None else self.deadline
+
+    def _run(
+        self,
+        operation: Operation[T],
+        deadline: float | None = None,
+        before_send: Callable[[], None] | None = None,
+    ) -> T:
+        """Drive `operation` with the sync client. `before_send` runs once, right before the first
+        request leaves (after the connection was read and the client built)."""
+        deadline = self._deadline(deadline)
+        client = self.client
+        call, result = operations.start(operation)
+        if before_send is not None:
+            before_send()
+        while call is not None:
+            error: EmpiricalError | None = None
+            answer = None
+            try:
+                answer = client.request(call, deadline=deadline)
+            except EmpiricalError as exc:
+                error = exc
+            except BaseException as exc:
+                raise _interrupted(call, exc) from exc
+            call, result = self._advance(operation, call, answer, error)
+        return result  # type: ignore[return-value]
+
+    async def _arun(self, operation: Operation[T], deadline: float | None = None) -> T:
+        """Async twin of `_run`."""
+        deadline = self._deadline(deadline)
+        client = await self._aclient()
+        call, result = operations.start(operation)
+        while call is not None:
+            error: EmpiricalError | None = None
+            answer = None
+            try:
+                answer = await client.request(call, deadline=deadline)
+            except EmpiricalError as exc:
+                error = exc
+            except BaseException as exc:
+                raise _interrupted(call, exc) from exc
+            call, result = self._advance(operation, call, answer, error)
+        return result  # type: ignore[return-value]
+
+    @staticmethod
+    def _advance(
+        operation: Operation[T], call: Call, answer: Any, error: EmpiricalError | None
+    ) -> tuple[Call | None, T | None]:
+        try:
+            return operations.advance(operation, answer, error)
+        except EmpiricalError as exc:
+            if exc.may_have_created_run:
+                raise _uncertain(call, exc.reason) from None
+            raise
 
     # -- dashboard links --
 
     def test_run_url(self, test_run_id: int) -> str:
         """The run's dashboard page; the project slug is learned from the API once per hook."""
         if not self.config.project_slug and self._project_slug is None:
-            self._learn_project_slug()
+            self._learn_slug(lambda: self._run(operations.project(self.config)))
         return self.config.run_url(test_run_id, self._project_slug)
 
     async def atest_run_url(self, test_run_id: int) -> str:
-        """The run's page from what this hook knows, without a request (the trigger learns the slug
-        from the run answers it polls anyway)."""
-        return (await self.aconfig()).run_url(test_run_id, self._project_slug)
+        """Async twin of `test_run_url`."""
+        config = await self.aconfig()
+        if not config.project_slug and self._project_slug is None:
+            try:
+                project = await self._arun(operations.project(config))
+            except EmpiricalError as exc:
+                project = {}
+                self.log.warning("Could not learn the project slug for dashboard links: %s", exc.message)
+            self._remember_project(project, config)
+        return config.run_url(test_run_id, self._project_slug)
 
-    def _learn_project_slug(self) -> None:
-        """One list call (its answer names the project); on failure links fall back to the short form."""
+    def _learn_slug(self, fetch: Callable[[], dict[str, Any]]) -> None:
         try:
-            payload = self.client.request(Call("GET", TEST_RUNS_PATH, params={"per_page": 1}))
-            slug = _project(payload).get("slug")
+            project = fetch()
         except EmpiricalError as exc:
+            project = {}
             self.log.warning("Could not learn the project slug for dashboard links: %s", exc.message)
-            slug = None
+        self._remember_project(project, self.config)
+
+    def _remember_project(self, project: Mapping[str, Any], config: ApiConfig) -> None:
+        slug = project.get("slug")
         self._project_slug = slug if isinstance(slug, str) and slug else _UNLEARNED
         if not self._project_slug:
             self.log.warning(
                 "The API did not name the project's slug: dashboard links use %s/test-runs/<id>, which may "
                 "not resolve. Set the connection's extra field project_slug to fix them.",
-                self.config.dashboard_url,
+                config.dashboard_url,
             )
 
-    def _remember_slug(self, run: TestRun) -> TestRun:
+    def _seen(self, run: TestRun) -> TestRun:
+        """Keep the project slug a run answer names (it saves the list call links would need)."""
         if run.get("project_slug") and not self._project_slug:
             self._project_slug = run["project_slug"]
         return run
 
-    # -- API --
+    # -- test runs --
+
+    def get_test_run(self, test_run_id: int, *, deadline: float | None = None) -> TestRun:
+        """Fetch a run. `deadline` (epoch seconds) bounds the request and its retries."""
+        return self._seen(self._run(operations.get_test_run(self.config, test_run_id), deadline))
+
+    async def aget_test_run(self, test_run_id: int, *, deadline: float | None = None) -> TestRun:
+        """Async twin of `get_test_run`, on the event loop's shared pool (release it with `aclose`)."""
+        return self._seen(
+            await self._arun(operations.get_test_run(await self.aconfig(), test_run_id), deadline)
+        )
 
     def trigger_test_run(
-        self, environment: str, *, extra_body: dict[str, Any] | None = None, **fields: Any
+        self, environment: str, *, extra_body: Mapping[str, Any] | None = None, **fields: Any
     ) -> TestRun:
         """Start a test run (``PUT /api/test-runs``); returns it (id, state, test_run_branch, created_at).
 
@@ -240,116 +294,53 @@ class EmpiricalHook(BaseHook):
         total_shards, rerun_source_id, rerun_only_failed, github_actor. ``extra_body`` adds fields
         this release does not know (sent as given). Input is validated before anything is sent.
         """
-        body = trigger_request_body({"environment": environment, **fields}, extra_body)
-        return self._put_test_run(body)
+        return self.send_trigger_request(
+            trigger_request_body({"environment": environment, **fields}, extra_body)
+        )
 
-    def _put_test_run(self, body: dict[str, Any]) -> TestRun:
-        """Send an already validated trigger body (the operator validates it once, in execute())."""
-        return self._start(Call("PUT", TEST_RUNS_PATH, body=body))
+    def send_trigger_request(
+        self, body: Mapping[str, Any], *, before_send: Callable[[], None] | None = None
+    ) -> TestRun:
+        """Send a trigger body already built by ``validation.trigger_request_body`` (the operator
+        validates once, in execute()). ``before_send`` runs right before the request leaves.
+
+        Never sent twice: any doubt whether it created a run raises `EmpiricalTriggerUncertainError`.
+        """
+        call = endpoints.trigger_test_run(body)
+        return self._run(operations.create_test_run(self.config, call), before_send=before_send)
 
     def rerun_test_run(
-        self, test_run_id: int, *, only_failed: bool = False, send_notifications: bool | None = None
+        self,
+        test_run_id: int,
+        *,
+        only_failed: bool = False,
+        send_notifications: bool | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> TestRun:
         """Re-run a run (``POST /api/test-runs/{id}/re-run``), only its failed tests if asked.
 
-        Returns the new run.
-
-        Like the trigger it creates a run, so an answer that leaves it unclear is never resent.
+        Returns the new run. Like the trigger it creates a run, so it is never sent twice on a doubt.
         """
         body: dict[str, Any] = {"only_failed": boolean(only_failed, "only_failed")}
         if send_notifications is not None:
             body["send_notifications"] = boolean(send_notifications, "send_notifications")
-        return self._start(Call("POST", f"{_run_path(test_run_id)}/re-run", body=body))
+        call = endpoints.rerun_test_run(test_run_id, body)
+        return self._run(operations.create_test_run(self.config, call), before_send=before_send)
 
-    def _start(self, call: Call) -> TestRun:
-        """Send a request that creates a run; any doubt about whether it did ends in a non-retryable error."""
-        try:
-            payload = self.client.request(call)
-            return parse_test_run(payload)
-        except EmpiricalError as exc:
-            if not exc.may_have_created_run:
-                raise
-            raise _uncertain(call, exc.reason) from None
-        except ValueError as exc:  # a 2xx without a readable run: it may exist all the same
-            raise _uncertain(
-                call, f"Empirical API {call.endpoint} answered without a test run id ({exc})"
-            ) from None
-
-    def cancel_test_run(self, test_run_id: int, reason: str | None = None) -> bool:
+    def cancel_test_run(
+        self, test_run_id: int, reason: str | None = None, *, deadline: float | None = None
+    ) -> bool:
         """Cancel a run: True when cancelled, False when it had already ended (HTTP 412 is no error).
 
         Retried like a GET: cancelling twice is harmless.
         """
-        return _cancelled(lambda call: self.client.request(call), _cancel_call(test_run_id, reason))
+        return self._run(operations.cancel_test_run(test_run_id, reason), deadline)
 
-    async def acancel_test_run(self, test_run_id: int, reason: str | None = None) -> bool:
+    async def acancel_test_run(
+        self, test_run_id: int, reason: str | None = None, *, deadline: float | None = None
+    ) -> bool:
         """Async twin of `cancel_test_run`."""
-        call = _cancel_call(test_run_id, reason)
-        client = await self._aclient()
-        try:
-            await client.request(call)
-        except EmpiricalError as exc:
-            if exc.status == 412:
-                return False
-            raise
-        return True
-
-    def get_test_run(self, test_run_id: int, *, deadline: float | None = None) -> TestRun:
-        """Fetch a run. `deadline` (epoch seconds) bounds the request and its retries."""
-        call = Call("GET", _run_path(test_run_id))
-        run = _parse_run(call, self.client.request(call, deadline=deadline), test_run_id)
-        return self._remember_slug(run)
-
-    async def aget_test_run(self, test_run_id: int, *, deadline: float | None = None) -> TestRun:
-        """Async twin of `get_test_run`, on the event loop's shared pool (release it with `aclose`)."""
-        call = Call("GET", _run_path(test_run_id))
-        client = await self._aclient()
-        run = _parse_run(call, await client.request(call, deadline=deadline), test_run_id)
-        return self._remember_slug(run)
-
-    async def aclose(self) -> None:
-        """Give the shared async pool back; the last user of a pool closes it."""
-        self._async_client = None
-        await self._async_stack.aclose()
-
-    def list_test_runs(self, *, per_page: int = 100, **filters: Any) -> Iterator[TestRun]:
-        """Yield the project's test runs, newest first, walking every page.
-
-        Filters: id, branch, state, result ("passed" | "failed"), environment_ids, interval_in_days.
-        Stops after `MAX_PAGES` pages, or when a page repeats the previous one.
-        """
-        unknown = set(filters) - LIST_FILTERS
-        if unknown:
-            raise EmpiricalValidationError(
-                f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(LIST_FILTERS)}",
-                field=sorted(unknown)[0],
-            )
-        params = {key: value for key, value in filters.items() if value is not None}
-        if isinstance(params.get("environment_ids"), (list, tuple)):
-            params["environment_ids"] = ",".join(str(item) for item in params["environment_ids"])
-        previous: list[Any] | None = None
-        for page in range(1, MAX_PAGES + 1):
-            call = Call("GET", TEST_RUNS_PATH, params={**params, "page": page, "per_page": per_page})
-            payload = self.client.request(call)
-            data = payload.get("data") if isinstance(payload, dict) else None
-            items = ((data or {}).get("test_runs") or {}).get("items") if isinstance(data, dict) else None
-            if not isinstance(items, list):
-                seen = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
-                raise EmpiricalContractError(
-                    f"Empirical API {call.endpoint} answered without data.test_runs.items ({seen})",
-                    status=200,
-                    endpoint=call.endpoint,
-                )
-            if not self._project_slug and isinstance(_project(payload).get("slug"), str):
-                self._project_slug = _project(payload)["slug"]
-            if items == previous:
-                return
-            previous = items
-            for item in items:
-                yield _parse_run(call, item)
-            total_pages = (payload.get("pagination") or {}).get("total_pages")
-            if not items or not isinstance(total_pages, int) or page >= total_pages:
-                return
+        return await self._arun(operations.cancel_test_run(test_run_id, reason), deadline)
 
     def with_failed_tests(self, run: TestRun) -> TestRun:
         """The run with its failed tests' names, when its answer had failed tests but no per-test rows.
@@ -359,21 +350,46 @@ class EmpiricalHook(BaseHook):
         """
         if run.get("failed_tests") is not None or not run.get("failed_count"):
             return run
-        call = Call("GET", f"/api/v2/test-runs/{positive_int(run['id'], 'test_run_id')}/cases")
-        try:
-            rows = self.client.request(call).get("data")
-            if not isinstance(rows, list) or not rows:
-                raise ValueError("no rows")
-        except (EmpiricalError, ValueError, AttributeError) as exc:
-            reason = exc.message if isinstance(exc, EmpiricalError) else "an answer without rows"
-            self.log.info("No failed test names from %s: %s", call.endpoint, reason)
-            return run
-        cases = parse_test_cases([row for row in rows if isinstance(row, dict)])
-        failed = [case for case in cases if case["status"].lower() in FAILED_STATUSES]
-        flaky = [case for case in cases if case["status"].lower() in FLAKY_STATUSES]
-        return TestRun(
-            **{**run, "failed_tests": failed[:MAX_LISTED_TESTS], "flaky_tests": flaky[:MAX_LISTED_TESTS]}
-        )
+        named, why_not = self._run(operations.failed_test_names(self.config, run))
+        if why_not:
+            self.log.info("No failed test names from %s", why_not)
+        return named
+
+    def list_test_runs(self, *, per_page: int = 100, **filters: Any) -> Iterator[TestRun]:
+        """Yield the project's test runs, newest first, walking every page.
+
+        Filters: id, branch, state, result ("passed" | "failed"), environment_ids, interval_in_days.
+        Stops after `MAX_PAGES` pages, or when a page repeats the previous one.
+        """
+        for page in self._run_pages(per_page, filters):
+            yield from page.runs
+
+    def _run_pages(self, per_page: int, filters: Mapping[str, Any]) -> Iterator[RunPage]:
+        unknown = set(filters) - LIST_FILTERS
+        if unknown:
+            raise EmpiricalValidationError(
+                f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(LIST_FILTERS)}",
+                field=sorted(unknown)[0],
+            )
+        params = {key: value for key, value in filters.items() if value is not None}
+        if isinstance(params.get("environment_ids"), (list, tuple)):
+            params["environment_ids"] = ",".join(str(item) for item in params["environment_ids"])
+        previous: list[TestRun] | None = None
+        for number in range(1, MAX_PAGES + 1):
+            page = self._run(operations.list_test_runs_page(self.config, number, per_page, params))
+            if not self._project_slug:
+                self._remember_project_quietly(page.project)
+            if page.runs == previous:
+                return
+            previous = page.runs
+            yield page
+            if not page.runs or page.total_pages is None or number >= page.total_pages:
+                return
+
+    def _remember_project_quietly(self, project: Mapping[str, Any]) -> None:
+        slug = project.get("slug")
+        if isinstance(slug, str) and slug:
+            self._project_slug = self.config.clean(slug)
 
     def latest_test_run(
         self, *, created_after: datetime, environment: str | None = None, branch: str | None = None
@@ -382,27 +398,36 @@ class EmpiricalHook(BaseHook):
 
         The list endpoint filters environments by numeric id only, so the slug is matched here, on
         the items; the branch is filtered by the API and checked again. Pages are read newest first
-        and only until runs get older than `created_after`.
+        and only until a page whose runs are all older than `created_after`; a page on which no
+        `created_at` can be read ends the search (and says so), since nothing on it can match.
         """
         days = max(1, math.ceil((datetime.now(timezone.utc) - created_after).total_seconds() / 86400) + 1)
-        for run in self.list_test_runs(branch=branch, interval_in_days=days):
-            created = parse_created_at(run.get("created_at"))
-            if created is not None and created < created_after:
+        for page in self._run_pages(100, {"branch": branch, "interval_in_days": days}):
+            times = [parse_time(run.get("created_at")) for run in page.runs]
+            if page.runs and all(when is None for when in times):
+                shown = page.runs[0].get("created_at")
+                self.log.warning(
+                    "No created_at on this page of test runs can be read (e.g. %r): cannot tell which run "
+                    "is new enough, so no run matches. Please report this API contract mismatch.",
+                    shown,
+                )
                 return None
-            if created is None:
-                continue
-            if environment is not None and run.get("environment_slug") != environment:
-                continue
-            if branch is not None and run.get("test_run_branch") != branch:
-                continue
-            return run
+            for run, created in zip(page.runs, times, strict=True):
+                if created is None:
+                    continue
+                if created < created_after:
+                    return None
+                if environment is not None and run.get("environment_slug") != environment:
+                    continue
+                if branch is not None and run.get("test_run_branch") != branch:
+                    continue
+                return run
         return None
 
     def test_connection(self) -> tuple[bool, str]:
         """Prove the key with an authenticated call (the UI's Test button); never raises."""
         try:
-            payload = self.client.request(Call("GET", TEST_RUNS_PATH, params={"per_page": 1}))
-            project = _project(payload)
+            project = self._run(operations.project(self.config))
             name = project.get("name") or project.get("slug")
             where = f" (project {name!r}, id {project.get('id')})" if name else ""
             return True, f"Connected to the Empirical API at {self.config.base_url}{where}"
@@ -410,63 +435,22 @@ class EmpiricalHook(BaseHook):
             message = exc.message if isinstance(exc, EmpiricalError) else f"{type(exc).__name__}: {exc}"
             return False, message
 
-    def close(self) -> None:
-        if "client" in self.__dict__:
-            self.client.close()
-            del self.__dict__["client"]
-
-
-def _run_path(test_run_id: Any) -> str:
-    return f"{TEST_RUNS_PATH}/{positive_int(test_run_id, 'test_run_id')}"
-
-
-def _cancel_call(test_run_id: int, reason: str | None) -> Call:
-    body = {"reason": text(reason, "reason")[:500]} if reason is not None else {}
-    return Call("POST", f"{_run_path(test_run_id)}/cancel", body=body, repeatable=True)
-
-
-def _cancelled(send: Any, call: Call) -> bool:
-    try:
-        send(call)
-    except EmpiricalError as exc:
-        if exc.status == 412:  # the run is already in a terminal state: nothing to cancel
-            return False
-        raise
-    return True
-
-
-def _project(payload: Any) -> dict[str, Any]:
-    data = payload.get("data") if isinstance(payload, dict) else None
-    project = data.get("project") if isinstance(data, dict) else None
-    return project if isinstance(project, dict) else {}
-
 
 def _uncertain(call: Call, reason: str) -> EmpiricalTriggerUncertainError:
-    error = EmpiricalTriggerUncertainError(
+    return EmpiricalTriggerUncertainError(
         f"{reason}. A test run may have been created, so this request was not sent again, and this "
         "task is failed without Airflow retries for the same reason (Empirical has no idempotency key: "
         "a retry would start a second run). Look for the run in the Empirical dashboard or with "
         "EmpiricalHook.list_test_runs(), then clear the task if you want a new one.",
         endpoint=call.endpoint,
     )
-    error.may_have_created_run = True
-    return error
 
 
-def _parse_run(call: Call, payload: Any, expected_id: int | None = None) -> TestRun:
-    """A run from an answer, or a contract error that names what was seen (keys, never values)."""
-    try:
-        run = parse_test_run(payload)
-    except ValueError as exc:
-        raise EmpiricalContractError(
-            f"Empirical API {call.endpoint} answered 2xx without a test run the provider can read: {exc}",
-            status=200,
-            endpoint=call.endpoint,
-        ) from None
-    if expected_id is not None and run["id"] != int(expected_id):
-        raise EmpiricalContractError(
-            f"Empirical API {call.endpoint} answered with test run {run['id']} instead of {expected_id}",
-            status=200,
-            endpoint=call.endpoint,
-        )
-    return run
+def _interrupted(call: Call, exc: BaseException) -> BaseException:
+    """Something other than an HTTP answer ended a request (a task timeout, a kill): harmless for a
+    request that may be repeated; for one that creates a run, the run may exist."""
+    if call.idempotent:
+        return exc
+    return _uncertain(
+        call, f"Empirical API {call.endpoint} was interrupted while in flight ({type(exc).__name__})"
+    )

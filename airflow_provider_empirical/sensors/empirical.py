@@ -11,43 +11,36 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import (
-    AirflowSensorTimeout,
-    BaseSensorOperator,
-    PokeReturnValue,
-    conf,
-)
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_empirical.errors import EmpiricalError, EmpiricalValidationError
-from airflow_provider_empirical.links import (
-    DEFAULT_CONN_ID,
-    TEST_RUN_ID_KEY,
-    TEST_RUN_URL_KEY,
-    EmpiricalTestRunLink,
-)
-from airflow_provider_empirical.models import parse_created_at
+from airflow_provider_empirical.links import TEST_RUN_ID_KEY, TEST_RUN_URL_KEY, EmpiricalTestRunLink
 from airflow_provider_empirical.validation import poll_seconds, positive_int, positive_number, text
+from airflow_provider_empirical.waiting import BaseEmpiricalWaitOperator
 
 FILTERS = ("environment", "branch", "created_after")
 SEARCH_DEADLINE_KEY = "empirical_search_deadline"  # when a deferrable search for a matching run gives up
+MIN_POKE_SECONDS = 60.0  # a poke's calls may take one poke interval, and at least this long
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_empirical.hooks.empirical import EmpiricalHook
-    from airflow_provider_empirical.models import TestRun
+    from airflow_provider_empirical.api.test_runs import TestRun
     from airflow_provider_empirical.outcome import Waiter
 
 
-class EmpiricalTestRunSensor(BaseSensorOperator):
+class EmpiricalTestRunSensor(BaseEmpiricalWaitOperator, BaseSensorOperator):
     """Wait until an Empirical test run ends; return its summary (id, state, counts, duration, url).
 
-    Succeeds when the run ended with tests executed and none failed. Fails when tests failed
-    (unless ``fail_on_test_failure=False``, naming the failed tests), when no test was executed
-    (unless ``fail_on_empty_run=False``), when the run errored (naming the error code) or was
-    cancelled, and when its result cannot be read. ``cancelling`` and unknown states keep
-    waiting; so do transient API errors. Answers that do not match the API contract end the
-    wait after a few in a row (at once in reschedule mode, which keeps no memory between pokes).
+    Succeeds when the run passes the pass policy (by default: it ended with tests executed and
+    none failed). Fails when tests failed (naming them), when no test was executed, when the run
+    errored (naming the error code) or was cancelled, and when its result cannot be read.
+    ``cancelling`` and unknown states keep waiting; so do transient API errors, also while
+    searching for a run that matches the filters. Answers that do not match the API contract
+    end the wait after a few in a row (at once in reschedule mode, which keeps no memory of them
+    between pokes). The connection, ``deferrable``, ``cancel_on_kill`` (off by default here: the
+    sensor may be waiting on another team's run) and the pass policy are the parameters of
+    `BaseEmpiricalWaitOperator`.
 
     :param test_run_id: the run to wait for (templated), e.g. the trigger task's ``.output``
         or ``"{{ ti.xcom_pull(task_ids='trigger_tests', key='test_run_id') }}"``.
@@ -58,12 +51,6 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         8601 string or a datetime). Default: the DAG run's ``run_after`` minus ``grace_period``.
     :param grace_period: seconds before the DAG run was asked for that a run may have started
         and still count (default one hour).
-    :param empirical_conn_id: connection of type ``empirical``.
-    :param fail_on_test_failure: fail when the run ends with failed tests.
-    :param fail_on_empty_run: fail when the run ended having executed no test.
-    :param cancel_on_kill: cancel the run when this task is killed: while poking, or while
-        deferred (Airflow 3.3+). Off by default: the sensor may be waiting on another team's run.
-    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("test_run_id", "environment", "branch", "created_after")
@@ -78,11 +65,6 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         branch: str | None = None,
         created_after: str | datetime | None = None,
         grace_period: float = 3600.0,
-        empirical_conn_id: str = DEFAULT_CONN_ID,
-        fail_on_test_failure: bool = True,
-        fail_on_empty_run: bool = True,
-        cancel_on_kill: bool = False,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,20 +73,42 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         self.branch = branch
         self.created_after = created_after
         self.grace_period = positive_number(grace_period, "grace_period")
-        self.empirical_conn_id = empirical_conn_id
-        self.fail_on_test_failure = fail_on_test_failure
-        self.fail_on_empty_run = fail_on_empty_run
-        self.cancel_on_kill = cancel_on_kill
-        self.deferrable = deferrable
-        self.test_run_summary: dict[str, Any] | None = None  # the final run, for lineage
-        if deferrable:  # the triggerer polls at poke_interval: no hot loop against the API
+        if self.deferrable:  # the triggerer polls at poke_interval: no hot loop against the API
             poll_seconds(self.poke_interval, "poke_interval")
 
-    @cached_property
-    def hook(self) -> EmpiricalHook:
-        from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+    def execute(self, context: Context) -> Any:
+        with self.hook_scope(self._poke_deadline(context)):
+            filters = self._filters()  # bad input fails here, before any request
+            self.policy()
+            if filters and self.mode == "reschedule" and context.get("task_state_store") is None:
+                raise EmpiricalValidationError(
+                    "`mode='reschedule'` with `environment` / `branch` / `created_after` needs Airflow 3.3+: "
+                    "older versions wipe a task's XCom at every reschedule, so the sensor would forget the "
+                    "run it chose and could switch to another one. Use mode='poke' or deferrable=True",
+                    field="mode",
+                )
+            if not self.deferrable:
+                return super().execute(context)
+            result = self.poke(context)  # no deferral for a run that is already done
+            if result:
+                return result.xcom_value  # type: ignore[union-attr]
+            if self.waited_run_id is None:
+                return self._defer_search(context)
+            self._defer()
 
-        return EmpiricalHook(self.empirical_conn_id)
+    def _poke_deadline(self, context: Context) -> float:
+        """No call of a poke outlives the sensor's timeout, nor one poke interval (at least a minute)."""
+        now = time.time()
+        ti = context.get("ti")
+        started = getattr(ti, "start_date", None)
+        ends = (
+            started.timestamp() + float(self.timeout)
+            if isinstance(started, datetime)
+            else now + float(self.timeout)
+        )
+        return min(max(ends, now + 1.0), now + max(float(self.poke_interval), MIN_POKE_SECONDS))
+
+    # -- which run --
 
     @cached_property
     def parsed_test_run_id(self) -> int:
@@ -126,40 +130,71 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
                 "newest matching run); it rendered empty",
                 field="test_run_id",
             )
+        if not given:
+            self.parsed_test_run_id  # noqa: B018  # checked before any request
         return given
 
     def _chosen_run_id(self, context: Context) -> int | None:
-        """The run to wait for: `test_run_id`, or the newest run matching the filters (None: not yet)."""
-        if "_chosen" in self.__dict__:
-            return self.__dict__["_chosen"]  # type: ignore[no-any-return]
-        filters = self._filters()
-        if not filters:
-            self.__dict__["_chosen"] = self.parsed_test_run_id
-            return self.parsed_test_run_id
-        ti = context.get("ti")
-        remembered = ti.xcom_pull(task_ids=self.task_id, key=TEST_RUN_ID_KEY) if ti is not None else None
-        if remembered is not None:  # chosen by an earlier poke or before a deferral of this try
-            self.__dict__["_chosen"] = positive_int(remembered, "test_run_id")
-            return self.__dict__["_chosen"]  # type: ignore[no-any-return]
+        """The run to wait for: `test_run_id`, or the newest run matching the filters (None: not yet).
+
+        The choice is kept for this try: in this process, in XCom (it survives a deferral) and,
+        on Airflow 3.3+, in the durable task state (it survives a reschedule, which wipes XCom).
+        """
+        if self.waited_run_id is not None:
+            return self.waited_run_id
+        if not self._filters():
+            self.waited_run_id = self.parsed_test_run_id
+            return self.waited_run_id
+        from airflow_provider_empirical.durable import ChoiceStore
+
+        ti = context.get("ti")  # absent only when a test calls poke() bare
+        try_number = int(getattr(ti, "try_number", 1))
+        store = ChoiceStore.of(context)
+        if store is not None:
+            remembered = store.chosen(try_number)
+        else:
+            remembered = ti.xcom_pull(task_ids=self.task_id, key=TEST_RUN_ID_KEY) if ti is not None else None
+        if remembered is not None:  # chosen by an earlier poke, reschedule or deferral of this try
+            self.waited_run_id = positive_int(remembered, "test_run_id")
+            if store is not None and ti is not None:  # a reschedule wiped XCom: publish the choice again
+                ti.xcom_push(key=TEST_RUN_ID_KEY, value=self.waited_run_id)
+            return self.waited_run_id
+        run = self._search(context)
+        if run is None:
+            return None
+        if store is not None:
+            store.choose(run["id"], try_number)
+        if ti is not None:
+            ti.xcom_push(key=TEST_RUN_ID_KEY, value=run["id"])
+        self.waited_run_id = run["id"]
+        return run["id"]
+
+    def _search(self, context: Context) -> TestRun | None:
+        """The newest matching run; a transient API error is "not found yet", never the end of the wait."""
         environment = text(self.environment, "environment") if self.environment else None
         branch = text(self.branch, "branch") if self.branch else None
         after = self._created_after(context)
-        run = self.hook.latest_test_run(environment=environment, branch=branch, created_after=after)
         wanted = f"environment={environment!r}, branch={branch!r}, created after {after.isoformat()}"
+        try:
+            run = self.hook.latest_test_run(environment=environment, branch=branch, created_after=after)
+        except EmpiricalError as exc:
+            if not exc.transient or exc.permanent:
+                raise
+            self.log.warning("Could not search for a run matching %s yet: %s", wanted, exc.message)
+            return None
         if run is None:
             self.log.info("No Empirical test run matches %s yet: waiting", wanted)
             return None
         self.log.info("Waiting for Empirical test run %s, the newest matching %s", run["id"], wanted)
-        if ti is not None:
-            ti.xcom_push(key=TEST_RUN_ID_KEY, value=run["id"])
-        self.__dict__["_chosen"] = run["id"]
-        return run["id"]
+        return run
 
     def _created_after(self, context: Context) -> datetime:
         if self.created_after not in (None, ""):
+            from airflow_provider_empirical.api.test_runs import parse_time
+
             value: Any = self.created_after
             if isinstance(value, str):
-                value = parse_created_at(value.strip())
+                value = parse_time(value.strip())
             if not isinstance(value, datetime):
                 raise EmpiricalValidationError(
                     "`created_after` must be an ISO 8601 time such as 2026-11-29T08:00:00Z, or a datetime",
@@ -171,29 +206,39 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
         asked = asked if isinstance(asked, datetime) else datetime.now(timezone.utc)
         return asked - timedelta(seconds=self.grace_period)
 
+    # -- poking --
+
     @cached_property
     def _waiter(self) -> Waiter:
-        """Judges each poke; in poke mode it lives across pokes and counts contract strikes."""
+        """Judges each poke of the chosen run; in poke mode it lives across pokes and counts
+        contract strikes (Airflow itself keeps the time)."""
         from airflow_provider_empirical.outcome import MAX_STRIKES, Waiter
 
-        waiter = Waiter(0, None, float(self.poke_interval), float("inf"), self.log)
-        waiter.max_strikes = 1 if self.mode == "reschedule" else MAX_STRIKES
-        return waiter
+        strikes = 1 if self.mode == "reschedule" else MAX_STRIKES
+        assert self.waited_run_id is not None
+        return Waiter(
+            self.waited_run_id, None, float(self.poke_interval), float("inf"), self.log, max_strikes=strikes
+        )
 
-    def execute(self, context: Context) -> Any:
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        run_id = self._chosen_run_id(context)  # bad input fails here, before any request
+        if run_id is None:
+            return False
+        result: TestRun | BaseException
         try:
-            self._filters()  # bad input fails here, before any request
-            if not self.deferrable:
-                return super().execute(context)
-            result = self.poke(context)  # no deferral for a run that is already done
-            if result:
-                return result.xcom_value  # type: ignore[union-attr]
-            if self._chosen_run_id(context) is None:
-                return self._defer_search(context)
-            self._defer()
-        finally:
-            if "hook" in self.__dict__:  # release the pooled connection
-                self.hook.close()
+            result = self.hook.get_test_run(run_id)
+        except Exception as exc:
+            result = exc
+        if self._waiter.url is None and not isinstance(result, BaseException):
+            self._waiter.url = self.hook.test_run_url(run_id)  # the answer may have named the slug
+            if "ti" in context:  # absent only when a test calls poke() bare
+                context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=self._waiter.url)
+        step = self._waiter.step(result)
+        if not isinstance(step, dict):
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, step))
+
+    # -- deferring --
 
     def _defer_search(self, context: Context) -> None:
         """No matching run yet: look again after `poke_interval` (waiting in the triggerer) until timeout."""
@@ -221,9 +266,10 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
     def _defer(self) -> None:
         from airflow_provider_empirical.triggers.empirical import EmpiricalTestRunTrigger
 
+        assert self.waited_run_id is not None
         self.defer(
             trigger=EmpiricalTestRunTrigger(
-                test_run_id=self.__dict__["_chosen"],
+                test_run_id=self.waited_run_id,
                 end_time=time.time() + float(self.timeout),
                 empirical_conn_id=self.empirical_conn_id,
                 poll_interval=float(self.poke_interval),
@@ -234,76 +280,8 @@ class EmpiricalTestRunSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
-    def poke(self, context: Context) -> bool | PokeReturnValue:
-        run_id = self._chosen_run_id(context)  # bad input fails here, before any request
-        if run_id is None:
-            return False
-        self._waiter.test_run_id = run_id
-        result: TestRun | BaseException
-        try:
-            result = self.hook.get_test_run(run_id)
-        except Exception as exc:
-            result = exc
-        if self._waiter.url is None and not isinstance(result, BaseException):
-            self._waiter.url = self.hook.test_run_url(run_id)  # the answer may have named the slug
-            if "ti" in context:  # absent only when a test calls poke() bare
-                context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=self._waiter.url)
-        step = self._waiter.step(result)
-        if not isinstance(step, dict):
-            return False
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, step))
-
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger; a trigger timeout is a sensor timeout (so `soft_fail` applies)."""
-        try:
-            if isinstance(event, Mapping) and event.get("status") == "timeout":
-                raise AirflowSensorTimeout(event.get("message") or "Timed out waiting for the test run")
-            return self._finish(context, event)
-        finally:
-            if "hook" in self.__dict__:
-                self.hook.close()
-
-    def on_kill(self) -> None:
-        """A killed poking sensor cancels the run only when told (it may be another team's run)."""
-        run_id = self.__dict__.get("_chosen")
-        if not self.cancel_on_kill or run_id is None:
-            return
-        try:
-            cancelled = self.hook.cancel_test_run(
-                run_id, reason=f"Airflow sensor {self.dag_id}.{self.task_id} was killed"
-            )
-        except EmpiricalError as exc:
-            self.log.warning("Could not cancel Empirical test run %s: %s", run_id, exc.message)
-            return
-        self.log.info("Test run %s %s", run_id, "cancelled" if cancelled else "had already ended")
-
-    def _finish(self, context: Context, event: Any) -> dict[str, Any]:
-        from airflow_provider_empirical.outcome import resolve, summary_of, validate_event
-
-        event = dict(validate_event(event))
-        if event["status"] == "failed" and event.get("test_run"):
-            event["test_run"] = self.hook.with_failed_tests(event["test_run"])
-        self.test_run_summary = summary_of(event)  # also when the task fails
-        summary = resolve(
-            event,
-            fail_on_test_failure=self.fail_on_test_failure,
-            fail_on_empty_run=self.fail_on_empty_run,
-            log=self.log,
-        )
-        if self.outlets:
-            from airflow_provider_empirical.assets import emit_outlet_events
-
-            emit_outlet_events(context, self.outlets, summary)
-        return summary
-
-    # -- OpenLineage (only when apache-airflow-providers-openlineage is installed; it calls these) --
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow_provider_empirical.openlineage import facets_for
-
-        return facets_for(self, task_instance)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        from airflow_provider_empirical.openlineage import facets_for
-
-        return facets_for(self, task_instance)
+        if isinstance(event, Mapping) and event.get("status") == "timeout":
+            raise AirflowSensorTimeout(event.get("message") or "Timed out waiting for the test run")
+        return self.complete(context, event)

@@ -26,6 +26,8 @@ class EmpiricalTestRunTrigger(BaseTrigger):
     :param empirical_conn_id: connection of type ``empirical``.
     :param poll_interval: seconds between two status checks.
     :param test_run_url: the run's dashboard page, for messages (computed by the task).
+    :param created_at: when the task created the run (epoch seconds), if it just did: a 404 from
+        read-after-write lag then keeps the wait going for a moment.
     :param cancel_on_kill: on Airflow 3.3+, cancel the run when a user marks the deferred task
         failed or success, or clears it (not when the triggerer restarts or the wait times out).
     :param cancel_reason: the reason recorded with that cancel (names the DAG, run and task).
@@ -40,6 +42,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         test_run_url: str | None = None,
         cancel_on_kill: bool = False,
         cancel_reason: str | None = None,
+        created_at: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.test_run_id = int(test_run_id)
@@ -49,6 +52,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         self.test_run_url = test_run_url
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_reason = cancel_reason
+        self.created_at = float(created_at) if created_at is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -61,6 +65,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
                 "test_run_url": self.test_run_url,
                 "cancel_on_kill": self.cancel_on_kill,
                 "cancel_reason": self.cancel_reason,
+                "created_at": self.created_at,
             },
         )
 
@@ -77,6 +82,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
                 # the task checked the run just before deferring; a random phase within the second
                 # half of the interval keeps a thousand triggers deferred together from polling in waves
                 first_delay=self.poll_interval * random.uniform(0.5, 1.0),
+                created_at=self.created_at,
             )
         finally:
             await hook.aclose()

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_empirical.client import RetryPolicy
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from airflow_provider_empirical.errors import (
     EmpiricalNotFoundError,
@@ -18,6 +17,7 @@ from airflow_provider_empirical.errors import (
     EmpiricalValidationError,
 )
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+from airflow_provider_empirical.http.protocol import RetryPolicy
 from airflow_provider_empirical.triggers.empirical import EmpiricalTestRunTrigger
 from tests.airflow_helpers import task_states, xcoms
 from tests.conftest import QUICK
@@ -235,10 +235,8 @@ class _TI:
 
 
 def test_a_try_that_died_mid_trigger_is_not_followed_by_a_second_run(empirical_conn: Emulator) -> None:
-    from airflow_provider_empirical.operators.empirical import (
-        TRIGGER_SENT_KEY,
-        EmpiricalTriggerTestRunOperator,
-    )
+    from airflow_provider_empirical.durable import TRIGGER_SENT_KEY
+    from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
 
     store = _Store()
     store.set(TRIGGER_SENT_KEY, 1)  # try 1 sent its PUT, then the worker died before recording the run
@@ -252,11 +250,9 @@ def test_a_try_that_died_mid_trigger_is_not_followed_by_a_second_run(empirical_c
 
 
 def test_a_definite_rejection_clears_the_marker_so_a_retry_may_try_again(empirical_conn: Emulator) -> None:
+    from airflow_provider_empirical.durable import TRIGGER_SENT_KEY
     from airflow_provider_empirical.errors import EmpiricalAuthError
-    from airflow_provider_empirical.operators.empirical import (
-        TRIGGER_SENT_KEY,
-        EmpiricalTriggerTestRunOperator,
-    )
+    from airflow_provider_empirical.operators.empirical import EmpiricalTriggerTestRunOperator
 
     store = _Store()
     empirical_conn.add_fault(method="PUT", path="/api/test-runs", times=1, status=401)

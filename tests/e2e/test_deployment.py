@@ -50,9 +50,6 @@ LINKED = {NIGHTLY: ["trigger_tests", "wait_for_tests"], SMOKE: ["smoke_tests"], 
 LINKED[WAIT] = ["wait_for_test_run"]
 RUN_FOR = 12.0  # seconds an emulated run lasts: deferred waits resume >= 10 s after deferring
 RUN_TIMEOUT = 120.0
-# Once the operator/sensor fill the asset event's extra (issue 15), the release DAG sees the run id.
-SENSOR_SOURCE = (ROOT / "airflow_provider_empirical" / "sensors" / "empirical.py").read_text()
-EXTRA_WIRED = "emit_outlet_events" in SENSOR_SOURCE
 
 
 def _airflow_version() -> tuple[int, int]:
@@ -310,11 +307,6 @@ def test_release_runs_after_the_nightly_suite_passed(batch: Batch) -> None:
     assert batch.deployment.xcoms(RELEASE, batch.runs[RELEASE], "promote").get("return_value") is None
 
 
-@pytest.mark.xfail(
-    not EXTRA_WIRED,
-    reason="EmpiricalTestRunSensor does not call emit_outlet_events yet: the asset event's extra is empty",
-    strict=False,
-)
 def test_release_reads_which_run_passed_from_the_event_extra(batch: Batch) -> None:
     nightly_run = batch.runs[NIGHTLY]
     run_id = batch.deployment.xcoms(NIGHTLY, nightly_run, "trigger_tests")["test_run_id"]

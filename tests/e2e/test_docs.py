@@ -332,7 +332,7 @@ def test_every_connection_extra_is_documented() -> None:
 
 
 def test_every_summary_key_is_in_the_readme() -> None:
-    from airflow_provider_empirical.models import TestRun
+    from airflow_provider_empirical.api.test_runs import TestRun
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("## XCom and the extra link", 1)[1].split("\n## ", 1)[0]

@@ -339,10 +339,10 @@ import json
 from sqlalchemy import select
 from airflow.models.connection import Connection
 from airflow.utils.session import create_session
-from airflow_provider_empirical.hooks.empirical import config_from_connection
+from airflow_provider_empirical.config import ApiConfig
 with create_session() as session:
     conn = session.scalar(select(Connection).where(Connection.conn_id == {CONN_ID!r}))
-    cfg = config_from_connection(conn.conn_id, conn.host, conn.port, conn.password, conn.extra_dejson)
+    cfg = ApiConfig.from_connection(conn.conn_id, conn.host, conn.port, conn.password, conn.extra_dejson)
     print(json.dumps({{
         "is_encrypted": conn.is_encrypted,
         "raw_password_is_plain": conn._password == {API_KEY!r},

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_empirical.client import RetryPolicy
+from airflow_provider_empirical.api.test_runs import parse_test_run
+from airflow_provider_empirical.api.verdict import Policy, outcome_of
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from airflow_provider_empirical.errors import EmpiricalContractError, EmpiricalTestRunFailed
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
-from airflow_provider_empirical.models import parse_test_run, result_of
+from airflow_provider_empirical.http.protocol import RetryPolicy
 from airflow_provider_empirical.outcome import await_test_run, finished_event, resolve, wait_for_test_run
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 from tests.conftest import API_KEY, conn_json
@@ -42,7 +43,7 @@ def test_both_shapes_give_the_same_run_and_failed_test_names(empirical_conn: Emu
     run = EmpiricalHook().get_test_run(run_id)
     assert run["id"] == run_id and run["state"] == "ended"
     assert (run["total_count"], run["failed_count"], run["success_count"]) == (5, 2, 3)
-    assert result_of(run) == "failed"
+    assert outcome_of(run) == "failed"
     if shape == "nested":  # the rows come with the run: names without another request
         assert [case["name"] for case in run["failed_tests"] or []] == [TESTS[1], TESTS[3]]
         assert all(case["status"] == "failed" and case["pw_test_id"] for case in run["failed_tests"] or [])
@@ -79,7 +80,7 @@ def test_parser_reads_each_field_from_whichever_level_holds_it() -> None:
     run = parse_test_run(payload)
     assert (run["id"], run["failed_count"], run["success_count"], run["duration"]) == (9, 0, 4, 1000)
     assert run["error_code"] == "x" and run["project_slug"] == "acme" and run["failed_tests"] == []
-    assert result_of(run) == "passed"
+    assert outcome_of(run) == "success"
 
 
 def test_counts_missing_at_run_level_come_from_the_rows_and_more_failed_rows_fail_closed() -> None:
@@ -103,7 +104,7 @@ def test_counts_missing_at_run_level_come_from_the_rows_and_more_failed_rows_fai
             }
         }
     )
-    assert claims_none["failed_count"] == 1 and result_of(claims_none) == "failed"
+    assert claims_none["failed_count"] == 1 and outcome_of(claims_none) == "failed"
 
 
 UNREADABLE = ["two", "2.0", True, 1.5, [1], -1, {"n": 2}]
@@ -114,17 +115,17 @@ def test_unreadable_failed_counts_on_an_ended_run_fail_closed(value: Any) -> Non
     run = parse_test_run(
         {"id": 5, "state": "ended", "failed_count": value, "success_count": 10, "total_count": 12}
     )
-    assert result_of(run) == "unreadable" and "failed_count" in run["unreadable"]
+    assert outcome_of(run) == "unreadable" and "failed_count" in run["unreadable"]
     event = finished_event(run, "u")
-    assert event["status"] == "error" and "contract mismatch" in event["message"]
+    assert event["status"] == "unreadable" and "contract mismatch" in event["message"]
     for strict in (True, False):  # fail_on_test_failure=False never lets an unreadable result pass
         with pytest.raises(EmpiricalTestRunFailed, match="cannot be read"):
-            resolve(event, fail_on_test_failure=strict, log=logging.getLogger())
+            resolve(event, Policy(fail_on_test_failure=strict), log=logging.getLogger())
 
 
 def test_an_ended_run_without_any_count_fails_closed() -> None:
     run = parse_test_run({"data": {"test_run": {"id": 5, "state": "ended"}}})
-    assert result_of(run) == "unreadable"
+    assert outcome_of(run) == "unreadable"
 
 
 @pytest.mark.parametrize(
@@ -133,17 +134,17 @@ def test_an_ended_run_without_any_count_fails_closed() -> None:
         ({"total_count": 0}, "empty"),
         ({"success_count": 0, "failed_count": 0, "skipped_count": 12}, "empty"),
         ({"total_count": 12, "skipped_count": 12, "failed_count": 0}, "empty"),
-        ({"total_count": 3, "failed_count": 0}, "passed"),
+        ({"total_count": 3, "failed_count": 0}, "success"),
     ],
 )
 def test_a_run_that_executed_no_test_fails_unless_allowed(counts: dict[str, int], result: str) -> None:
     run = parse_test_run({"id": 5, "state": "ended", "failed_count": 0, **counts})
-    assert result_of(run) == result
+    assert outcome_of(run) == result
     if result == "empty":
         event = finished_event(run, None)
         with pytest.raises(EmpiricalTestRunFailed, match="fail_on_empty_run=False"):
-            resolve(event, fail_on_test_failure=True, log=logging.getLogger())
-        summary = resolve(event, fail_on_test_failure=True, fail_on_empty_run=False, log=logging.getLogger())
+            resolve(event, Policy(), log=logging.getLogger())
+        summary = resolve(event, Policy(fail_on_empty_run=False), log=logging.getLogger())
         assert summary["outcome"] == "empty"
 
 
@@ -153,12 +154,12 @@ def test_failed_tests_are_listed_in_the_log_and_the_first_ten_named_in_the_error
     run_id = _start(empirical_conn, outcome="failed", tests=TESTS, failed_tests=TESTS[:55])
     event = finished_event(EmpiricalHook().get_test_run(run_id), "u")
     with caplog.at_level(logging.INFO), pytest.raises(EmpiricalTestRunFailed) as info:
-        resolve(event, fail_on_test_failure=True, log=logging.getLogger("t"))
+        resolve(event, Policy(), log=logging.getLogger("t"))
     lines = [r.getMessage() for r in caplog.records]
     assert sum("FAILED" in line for line in lines) == 50 and any("and 5 more" in line for line in lines)
     assert all(f"'{name}'" in str(info.value) for name in TESTS[:10])
     assert f"'{TESTS[10]}'" not in str(info.value) and "and 45 more" in str(info.value)
-    summary = resolve(event, fail_on_test_failure=False, log=logging.getLogger("t"))
+    summary = resolve(event, Policy(fail_on_test_failure=False), log=logging.getLogger("t"))
     assert len(summary["failed_tests"]) == 55 and set(summary["failed_tests"][0]) == {
         "name",
         "status",
@@ -194,7 +195,7 @@ def test_without_rows_the_log_says_so_in_one_line(
     with caplog.at_level(logging.INFO), pytest.raises(EmpiricalTestRunFailed):
         resolve(
             finished_event(EmpiricalHook().get_test_run(run_id), None),
-            fail_on_test_failure=True,
+            Policy(),
             log=logging.getLogger("t"),
         )
     assert sum("no per-test rows" in r.getMessage() for r in caplog.records) == 1

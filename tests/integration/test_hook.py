@@ -8,7 +8,8 @@ import time
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_empirical.client import RetryPolicy
+from airflow_provider_empirical.api.test_runs import is_terminal
+from airflow_provider_empirical.api.verdict import Policy, passes
 from airflow_provider_empirical.config import ApiConfig, normalize_api_url
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from airflow_provider_empirical.errors import (
@@ -22,7 +23,7 @@ from airflow_provider_empirical.errors import (
     EmpiricalValidationError,
 )
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
-from airflow_provider_empirical.models import is_terminal, passed
+from airflow_provider_empirical.http.protocol import RetryPolicy
 from tests.conftest import API_KEY, conn_json
 
 FAST = RetryPolicy(attempts=5, base_delay=0.05, max_delay=0.2)
@@ -93,7 +94,7 @@ def test_get_and_async_get_follow_the_run_to_its_end(hook: EmpiricalHook, emulat
     assert first["id"] == run_id and not is_terminal(first)
     time.sleep(0.4)
     final = hook.get_test_run(run_id)
-    assert final["state"] == "ended" and final["failed_count"] and not passed(final)
+    assert final["state"] == "ended" and final["failed_count"] and not passes(final, Policy())
     assert final["duration"] == 200
 
     async def aget() -> dict:
@@ -194,10 +195,20 @@ def test_a_2xx_that_is_not_json_is_a_contract_error_not_retried_by_the_http_laye
 
 
 def test_trigger_is_retried_when_the_server_surely_refused(hook: EmpiricalHook, emulator: Emulator) -> None:
-    emulator.add_fault(method="PUT", path="/api/test-runs", times=1, status=503)
-    emulator.add_fault(method="PUT", path="/api/test-runs", times=1, status=429, headers={"Retry-After": "0"})
+    emulator.add_fault(method="PUT", path="/api/test-runs", times=2, status=429, headers={"Retry-After": "0"})
     hook.trigger_test_run("production")
     assert emulator.count("PUT") == 3 and len(emulator.runs) == 1
+
+
+@pytest.mark.parametrize("after_create", [False, True])
+def test_a_503_to_the_trigger_is_uncertain_and_never_resent(
+    hook: EmpiricalHook, emulator: Emulator, after_create: bool
+) -> None:
+    """A gateway may answer 503 after the origin created the run: it proves nothing (issue 20.12)."""
+    emulator.add_fault(method="PUT", path="/api/test-runs", times=-1, status=503, after_create=after_create)
+    with pytest.raises(EmpiricalTriggerUncertainError, match="may have been created"):
+        hook.trigger_test_run("production")
+    assert emulator.count("PUT") == 1 and len(emulator.runs) == int(after_create)
 
 
 def test_trigger_is_retried_after_connection_refused(hook: EmpiricalHook, emulator: Emulator) -> None:

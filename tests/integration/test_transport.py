@@ -22,14 +22,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_empirical.client import (
-    MAX_BODY_BYTES,
-    TEST_RUNS_PATH,
-    Call,
-    EmpiricalClient,
-    RetryPolicy,
-    shared_async_client,
-)
 from airflow_provider_empirical.config import ApiConfig
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from airflow_provider_empirical.errors import (
@@ -40,6 +32,10 @@ from airflow_provider_empirical.errors import (
     EmpiricalTransportError,
     EmpiricalValidationError,
 )
+from airflow_provider_empirical.http.aio import shared_async_client
+from airflow_provider_empirical.http.endpoints import TEST_RUNS as TEST_RUNS_PATH
+from airflow_provider_empirical.http.protocol import MAX_BODY_BYTES, Call, RetryPolicy
+from airflow_provider_empirical.http.sync import EmpiricalClient
 from tests.conftest import API_KEY, ROOT
 
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1)
@@ -158,7 +154,7 @@ def test_408_is_retried_for_a_get_and_ambiguous_for_a_put(driver: str, emulator:
     emulator.add_fault(method="PUT", path=TEST_RUNS_PATH, status=408, after_create=True)
     error, _ = timed(lambda: send(driver, config(emulator.url), PUT))
     assert isinstance(error, EmpiricalServerError) and error.may_have_created_run
-    assert "NOT retried" in str(error) and emulator.count("PUT") == 1 and len(emulator.runs) == 1
+    assert emulator.count("PUT") == 1 and len(emulator.runs) == 1
 
 
 def test_a_definite_4xx_on_a_put_is_not_ambiguous(driver: str, emulator: Emulator) -> None:
@@ -323,34 +319,49 @@ def test_connection_refused_is_a_blip_retried_even_for_a_put(driver: str) -> Non
 def test_proxy_from_the_environment_is_used_with_its_credentials(
     driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body = b'{"data": {}}'
-    proxy = RawServer(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+    """HTTPS_PROXY is honoured: the tunnel is asked for with the proxy's credentials, never the key."""
+    proxy = RawServer(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", f"http://proxyuser:proxypass@127.0.0.1:{proxy.port}")
-    monkeypatch.setenv("http_proxy", f"http://proxyuser:proxypass@127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://proxyuser:proxypass@127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("https_proxy", f"http://proxyuser:proxypass@127.0.0.1:{proxy.port}")
     try:
-        assert send(driver, config("http://127.0.0.1:9"), LIST) == {"data": {}}
+        error, _ = timed(lambda: send(driver, config("https://api.example.test"), LIST, retry=RetryPolicy(1)))
     finally:
         proxy.close()
-    (head,) = proxy.heads
-    assert head.startswith(b"GET http://127.0.0.1:9/api/test-runs HTTP/1.1")
+    assert isinstance(error, EmpiricalTransportError)
+    head = proxy.heads[0]
+    assert head.startswith(b"CONNECT api.example.test:443 HTTP/1.1")
     lines = {
         line.split(b":", 1)[0].lower(): line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
     }
-    assert lines[b"proxy-authorization"] == b"Basic cHJveHl1c2VyOnByb3h5cGFzcw=="  # never the API key
-    assert lines[b"authorization"] == f"Bearer {API_KEY}".encode()
+    assert lines[b"proxy-authorization"] == b"Basic cHJveHl1c2VyOnByb3h5cGFzcw=="
+    assert b"authorization" not in lines and API_KEY.encode() not in b"".join(proxy.heads)  # never the key
+
+
+def test_a_loopback_api_is_never_sent_through_a_proxy(
+    driver: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain http is allowed for loopback only; a proxy would see the key in clear text (issue 20.21)."""
+    proxy = RawServer(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+    try:
+        assert "data" in send(driver, config(emulator.url), LIST)
+    finally:
+        proxy.close()
+    assert proxy.heads == [] and emulator.count("GET") == 1
 
 
 def test_both_drivers_trust_a_private_ca_from_ssl_cert_file(tls_files: tuple[str, str]) -> None:
     """SSL_CERT_FILE set in the process environment (as for a worker or triggerer) is honoured."""
     script = """
 import asyncio, sys
-from airflow_provider_empirical.client import Call, EmpiricalClient, shared_async_client
+from airflow_provider_empirical.http.aio import shared_async_client
+from airflow_provider_empirical.http.protocol import Call
+from airflow_provider_empirical.http.sync import EmpiricalClient
 from airflow_provider_empirical.config import ApiConfig
 from airflow_provider_empirical.emulator import Emulator
 cert, key, api_key = sys.argv[1:4]
@@ -403,7 +414,7 @@ def test_200_concurrent_requests_on_a_delayed_server_share_one_session(emulator:
     with no_unclosed_sessions():
         results, elapsed = asyncio.run(main())
     assert len(results) == 200 and all("data" in r for r in results)
-    assert elapsed < 1.0  # 200 x 100 ms served in parallel, not 8 at a time (2.5 s)
+    assert elapsed < 2.0  # 200 x 100 ms in parallel (~0.3 s), not 8 at a time (2.5 s); room for a busy CI
 
 
 def test_200_triggers_on_a_delayed_emulator_end_within_poll_plus_1s(

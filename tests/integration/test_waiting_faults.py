@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_empirical.client import RetryPolicy
 from airflow_provider_empirical.emulator import Emulator, RunScript
 from airflow_provider_empirical.errors import EmpiricalTestRunFailed
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+from airflow_provider_empirical.http.protocol import RetryPolicy
 from airflow_provider_empirical.outcome import wait_for_test_run
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
 from tests.conftest import conn_json

@@ -82,7 +82,7 @@ def test_on_kill_cancels_its_run_once_and_names_the_task(empirical_conn: Emulato
     op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production")
     op.on_kill()  # nothing triggered yet: nothing to cancel
     assert empirical_conn.count("POST") == 0
-    op.test_run_id = run_id
+    op.waited_run_id = run_id
     op.on_kill()
     (cancel,) = [r for r in empirical_conn.requests if r.method == "POST"]
     assert cancel.path == f"/api/test-runs/{run_id}/cancel" and "t was killed" in cancel.json["reason"]
@@ -92,7 +92,7 @@ def test_on_kill_leaves_the_run_when_told(
     empirical_conn: Emulator, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production", cancel_on_kill=False)
-    op.test_run_id = 41
+    op.waited_run_id = 41
     op.on_kill()
     assert empirical_conn.count("POST") == 0
     out, err = capfd.readouterr()

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_empirical.api.test_runs import parse_test_run
 from airflow_provider_empirical.errors import (
     EmpiricalAuthError,
     EmpiricalContractError,
     EmpiricalServerError,
     EmpiricalTransportError,
 )
-from airflow_provider_empirical.models import parse_test_run
-from airflow_provider_empirical.outcome import MAX_STRIKES, Waiter
+from airflow_provider_empirical.outcome import LAST_POLL_MARGIN, MAX_STRIKES, Waiter, last_poll_margin
 
 LOG = logging.getLogger("test")
 
@@ -51,7 +51,7 @@ ENDED = run("ended", total_count=2, success_count=2, failed_count=0)
         ([ENDED], "success"),
         ([run("ended", total_count=2, success_count=1, failed_count=1)], "failed"),
         ([run("ended", total_count=0, failed_count=0)], "empty"),
-        ([run("ended", failed_count="two", success_count=1)], "error"),
+        ([run("ended", failed_count="two", success_count=1)], "unreadable"),
         ([run("error", error_code="dispatch_failed")], "error"),
         ([run("cancelled")], "cancelled"),
         ([SERVER, SERVER, SERVER, SERVER, ENDED], "success"),  # blips never end a wait
@@ -86,9 +86,14 @@ def test_the_deadline_is_checked_after_a_poll_and_the_sleep_never_passes_it() ->
     w = waiter(clock, end_in=25.0)
     assert w.step(run("started")) == 10.0
     clock.now += 20
-    assert w.step(run("started")) == pytest.approx(5.0)  # sleeps only until the deadline
-    clock.now += 5
+    # sleeps only until the last poll, which starts early enough to be answered before the deadline
+    assert w.step(run("started")) == pytest.approx(5.0 - LAST_POLL_MARGIN)
+    clock.now += 5 - LAST_POLL_MARGIN
     assert w.step(ENDED)["status"] == "success"  # type: ignore[index]  # a run that just ended is not late
+    w3 = waiter(clock, end_in=25.0)
+    clock.now += 25 - LAST_POLL_MARGIN / 2
+    assert w3.step(run("started"))["status"] == "timeout"  # type: ignore[index]  # never past the deadline
+    assert last_poll_margin(0.0, 2.0) == pytest.approx(0.2)  # a tenth of a short wait
     w2 = waiter(clock, end_in=0.0)
     event = w2.step(run("started"))
     assert (

@@ -2,9 +2,10 @@
 
 Everything here works on plain values (a `Call`, a status, headers, body bytes, clock readings),
 the way httpx's auth flow or h11 do, so it is tested in milliseconds and shared by the two
-drivers that do the I/O: `http_sync` (httpx, for workers) and `http_async` (aiohttp, for the
-triggerer). A driver only sends, reads (at most `MAX_BODY_BYTES`), sleeps, and turns its
-library's exceptions into `transport_failure(...)`; every decision is made here, once.
+drivers that do the I/O: `sync` (httpx, for workers) and `aio` (aiohttp, for the triggerer).
+A driver only connects, sends, feeds the raw body to a `BodyReader`, sleeps, and turns its
+library's exceptions into `transport_failure(...)`; every decision is made here, once. It
+imports neither Airflow nor an HTTP library.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import email.utils
 import json
 import logging
 import math
+import os
 import random
 import re
+import ssl
 import time
+import urllib.request
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from airflow_provider_empirical.config import ApiConfig
-from airflow_provider_empirical.errors import (
+from airflow_provider_empirical.api.errors import (
     EmpiricalAuthError,
     EmpiricalContractError,
     EmpiricalError,
@@ -31,10 +36,10 @@ from airflow_provider_empirical.errors import (
     EmpiricalTransportError,
     EmpiricalValidationError,
 )
+from airflow_provider_empirical.config import ApiConfig, is_loopback
 
-log = logging.getLogger("airflow_provider_empirical.client")
+log = logging.getLogger("airflow_provider_empirical.http")
 
-TEST_RUNS_PATH = "/api/test-runs"
 MAX_RETRY_AFTER = 300.0  # never wait longer than this on a server's word
 _ABSURD_RETRY_AFTER = 86_400.0  # a hint beyond a day (or a date more than a day ago) is garbage
 MAX_BODY_BYTES = 4 * 1024 * 1024  # decoded; a run's status is ~1 KB, a page of 100 runs ~100 KB
@@ -47,7 +52,8 @@ class Call:
     """One API request, as plain values.
 
     `repeatable` says whether sending it twice is harmless; by default only GETs are. The
-    trigger PUT and the re-run POST are not (Empirical has no idempotency key); a cancel is.
+    trigger PUT, the re-run POST and the snooze POST are not (Empirical has no idempotency
+    key); a cancel is.
     """
 
     method: str
@@ -100,7 +106,7 @@ class RetryPolicy:
         `remaining` is the time left before the caller's deadline: a pause that would reach it
         is not taken (the error is final instead), so backoff never overruns a wait.
         """
-        if attempt >= self.attempts or not error.transient or getattr(error, "permanent", False):
+        if attempt >= self.attempts or not error.transient or error.permanent:
             return None
         if not (call.idempotent or error.rejected):
             return None  # the server may have acted: never send a second trigger
@@ -160,11 +166,6 @@ def deadline_passed(call: Call, config: ApiConfig) -> EmpiricalTransportError:
     )
 
 
-def _clip(text: str, config: ApiConfig, limit: int = _MESSAGE_CHARS) -> str:
-    """Server text made safe for a message: the key removed FIRST, then cut to `limit`."""
-    return config.redact(text)[:limit]
-
-
 def _server_message(body: bytes) -> str:
     """The server's own words, from whichever error shape it used (not yet redacted)."""
     text = body.decode("utf-8", errors="replace").strip()
@@ -215,15 +216,19 @@ def parse_response(
     config: ApiConfig,
     *,
     truncated: bool = False,
+    undecodable: str | None = None,
     now: float | None = None,
 ) -> Any:
     """Return the parsed JSON of a 2xx answer, or raise the matching EmpiricalError.
 
     `truncated` says the driver stopped reading at `MAX_BODY_BYTES`. Every text taken from
-    the answer (error bodies, a non-JSON success body, a redirect's Location) is redacted with
-    `config.redact` before it is cut to length, so no part of an echoed key survives the cut.
+    the answer (error bodies, a non-JSON success body, a redirect's Location) goes through
+    `config.clean` (key removed first, control characters escaped, then cut to length), so no
+    part of an echoed key survives the cut and no server text forges a log line.
     """
     where = f"Empirical API {call.endpoint} answered HTTP {status}"
+    if undecodable and 200 <= status < 300:
+        raise EmpiricalContractError(f"{where} but {undecodable}", status=status, endpoint=call.endpoint)
     if 200 <= status < 300:
         if truncated or len(body) > MAX_BODY_BYTES:
             raise EmpiricalContractError(
@@ -239,14 +244,14 @@ def parse_response(
         except (ValueError, RecursionError):
             snippet = body.decode("utf-8", errors="replace")
             raise EmpiricalContractError(
-                f"{where} with a body that is not JSON: {_clip(snippet, config, 200)!r}",
+                f"{where} with a body that is not JSON: {config.clean(snippet, 200)!r}",
                 status=status,
                 endpoint=call.endpoint,
             ) from None
     lowered = _lowered(headers)
     if 300 <= status < 400:
-        location = _clip(lowered.get("location", "?"), config, 200)
-        raise EmpiricalError(
+        location = config.clean(lowered.get("location", "?"), 200)
+        raise EmpiricalError(  # not `rejected`: a 303 may answer a request that was carried out
             f"{where}, a redirect to {location!r}; redirects are not followed so the key never "
             "reaches another host: set the connection's API URL to the final address",
             status=status,
@@ -254,7 +259,7 @@ def parse_response(
         )
     cls = _STATUS_ERRORS.get(status, EmpiricalServerError if status >= 500 else EmpiricalError)
     hint = _HINTS.get(status)
-    detail = _clip(_server_message(body), config) or _REASONS.get(status, "no detail")
+    detail = config.clean(_server_message(body), _MESSAGE_CHARS) or _REASONS.get(status, "no detail")
     raise cls(
         f"Empirical API {call.endpoint} failed with HTTP {status}: {detail}" + (f" ({hint})" if hint else ""),
         status=status,
@@ -264,8 +269,10 @@ def parse_response(
 
 
 PERMANENT_HINTS = {
-    "tls": "the server's TLS certificate does not verify; for a private CA set SSL_CERT_FILE "
-    "(or SSL_CERT_DIR) in the environment of the worker and the triggerer",
+    "tls": "the server's TLS certificate does not verify; for a private CA set the connection's "
+    "ca_bundle (or SSL_CERT_FILE) on the worker and the triggerer",
+    "tls-handshake": "the TLS handshake failed: check that the connection's API URL uses https only "
+    "for a port that speaks TLS",
     "dns": "the API host name does not resolve: check the connection's host",
 }
 
@@ -282,18 +289,22 @@ def transport_failure(
     """An attempt without an HTTP answer, as classified by a driver.
 
     `sent` is False when the request surely never reached the server (connect phase).
-    `permanent` names a failure retrying will not fix ("tls", "dns"); such errors are not
-    retried, and the message says what to change.
+    `permanent` names a failure retrying will not fix ("tls", "tls-handshake", "dns"); such
+    errors are not retried, and the message says what to change.
     """
     hint = f" ({PERMANENT_HINTS[permanent]})" if permanent else ""
-    error = EmpiricalTransportError(
+    return EmpiricalTransportError(
         f"Empirical API {call.endpoint} at {config.base_url} failed: {kind}: "
-        f"{_clip(detail, config) or 'no detail'}{hint}",
+        f"{config.clean(detail, _MESSAGE_CHARS) or 'no detail'}{hint}",
         sent=sent,
         permanent=permanent is not None,
         endpoint=call.endpoint,
     )
-    return error
+
+
+def permanent_tls(error: ssl.SSLError) -> str:
+    """Which permanent TLS failure an `ssl.SSLError` is: a certificate, or a broken handshake."""
+    return "tls" if isinstance(error, ssl.SSLCertVerificationError) else "tls-handshake"
 
 
 def total_timeout(call: Call, config: ApiConfig, budget: float) -> EmpiricalTransportError:
@@ -307,31 +318,126 @@ def total_timeout(call: Call, config: ApiConfig, budget: float) -> EmpiricalTran
     )
 
 
-def ambiguous(call: Call, error: EmpiricalError) -> EmpiricalError:
-    """Mark a failed non-repeatable call (trigger, re-run) that may have created a run.
+def mark_uncertain(call: Call, error: EmpiricalError) -> EmpiricalError:
+    """Flag the final error of a non-repeatable call (trigger, re-run, snooze) that may have acted.
 
-    Only a definite rejection is safe: a transient error the server surely refused (429, 503,
-    connect failure), or a 4xx other than 408/429. Anything else (5xx, timeouts, dropped
-    connections, a 2xx we cannot read) may have started a run.
+    Only a definite rejection is safe (`error.rejected`: a 4xx other than 408, or a request that
+    never left). Anything else (3xx, 5xx, timeouts, dropped connections, a 2xx we cannot read)
+    may have created what the call asked for.
     """
-    if call.idempotent or not (error.contract or (error.transient and not error.rejected)):
-        return error
-    error.may_have_created_run = True
-    error.message = error.args[0] + (
-        ". The request may have reached Empirical, so a test run may have been created; it was NOT "
-        "retried, to avoid a duplicate. Look for it in the Empirical dashboard or with "
-        "EmpiricalHook.list_test_runs() before re-running this task."
-    )
-    error.args = (error.message,)
+    if not call.idempotent and not error.rejected:
+        error.may_have_created_run = True
     return error
 
 
 def next_pause(
     retry: RetryPolicy, call: Call, error: EmpiricalError, attempt: int, deadline: float | None, now: float
 ) -> float:
-    """Seconds a driver sleeps before its next attempt; raises `error` (marked) when it is final."""
+    """Seconds a driver sleeps before its next attempt; raises `error` (flagged) when it is final."""
     delay = retry.delay(call, error, attempt, remaining=None if deadline is None else deadline - now)
     if delay is None:
-        raise ambiguous(call, error)
+        raise mark_uncertain(call, error)
     log.warning("%s; attempt %d of %d, retrying in %.1f s", error.message, attempt, retry.attempts, delay)
     return delay
+
+
+# -- reading a body: decoded here, capped while decoding ------------------------------------------
+
+ACCEPT_ENCODING = "gzip, deflate"  # what both drivers ask for, and all `BodyReader` decodes
+
+
+class BodyReader:
+    """A response body fed raw (as it came off the wire) and decoded here, never beyond a cap.
+
+    Both drivers read the raw bytes and feed them here, so a gzip bomb costs at most `limit`
+    decoded bytes of memory whatever the compression ratio, and both decode alike.
+    """
+
+    def __init__(self, content_encoding: str | None, limit: int = MAX_BODY_BYTES) -> None:
+        self.limit = limit
+        self.truncated = False
+        self.failed: str | None = None  # why the body could not be decoded
+        self._chunks: list[bytes] = []
+        self._size = 0
+        codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        self._decoder: Any = None
+        self._deflate = False
+        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+            self.failed = f"Content-Encoding {content_encoding!r} was not asked for ({ACCEPT_ENCODING})"
+        elif codings and codings[0] == "deflate":
+            self._deflate = True  # zlib-wrapped as the RFC says, or raw as some servers send it
+            self._decoder = zlib.decompressobj()
+        elif codings:
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    @property
+    def done(self) -> bool:
+        """Reading on is pointless: the cap was reached or the body cannot be decoded."""
+        return self.truncated or self.failed is not None
+
+    def feed(self, raw: bytes) -> None:
+        if self.done or not raw:
+            return
+        if self._decoder is None:
+            self._keep(raw)
+            return
+        data = raw
+        try:
+            while data and not self.done:
+                room = self.limit - self._size
+                piece = self._decoder.decompress(data, room + 1)
+                self._keep(piece)
+                data = self._decoder.unconsumed_tail
+        except zlib.error as exc:
+            if self._deflate and self._size == 0 and not self._chunks:
+                self._deflate = False  # a raw deflate stream: start again without the zlib header
+                self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.feed(raw)
+            else:
+                self.failed = f"the body could not be decoded ({exc})"
+
+    def _keep(self, piece: bytes) -> None:
+        if self._size + len(piece) > self.limit:
+            self.truncated = True
+            return
+        self._size += len(piece)
+        self._chunks.append(piece)
+
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+# -- where requests go: proxies and trust, decided once for both drivers --------------------------
+
+
+def env_proxy(base_url: str) -> str | None:
+    """The proxy the environment sets for `base_url` (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), or None.
+
+    A loopback host is never proxied: the key would cross the proxy, in clear text for http.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if not host or is_loopback(host) or urllib.request.proxy_bypass(host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all") or None
+
+
+def ssl_context(config: ApiConfig) -> ssl.SSLContext:
+    """The CAs both drivers trust: the connection's `ca_bundle`, else SSL_CERT_FILE / SSL_CERT_DIR,
+    else the system's store together with certifi's (httpx alone would use only certifi's, aiohttp
+    only the system's)."""
+    if config.ca_bundle:
+        return ssl.create_default_context(cafile=config.ca_bundle)
+    cafile, capath = os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    context = ssl.create_default_context()
+    try:
+        import certifi
+
+        context.load_verify_locations(cafile=certifi.where())
+    except (ImportError, OSError):
+        pass
+    return context

@@ -5,12 +5,11 @@ polls with it and closed by its last user (`shared_async_client`). aiohttp is im
 a session is made, never at DAG parse: the operator and sensor import this module through the
 hook but never run it.
 
-Session settings: proxies from the environment (HTTP(S)_PROXY / NO_PROXY, read once per session:
-the API host never changes, and aiohttp's `trust_env=True` would look them and ~/.netrc up again
-in a thread on every request, twice the CPU per poll); the default SSL context reads
-SSL_CERT_FILE / SSL_CERT_DIR; no redirects; a total deadline per attempt
-(`ClientTimeout(total=...)`: connect, send, headers and body); bodies read up to `MAX_BODY_BYTES`
-decoded.
+Session settings: the proxy from the environment (`protocol.env_proxy`, read once per session:
+the API host never changes, and aiohttp's `trust_env=True` would look it and ~/.netrc up again
+in a thread on every request, twice the CPU per poll); the CAs of `protocol.ssl_context`; no
+redirects; a total deadline per attempt (`ClientTimeout(total=...)`: connect, send, headers and
+body); bodies read raw and decoded by the core's `BodyReader` (capped while decoding).
 """
 
 from __future__ import annotations
@@ -20,24 +19,25 @@ import contextlib
 import socket
 import ssl
 import time
-import urllib.request
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalTransportError
 from airflow_provider_empirical.config import ApiConfig
-from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTransportError
-from airflow_provider_empirical.protocol import (
-    MAX_BODY_BYTES,
+from airflow_provider_empirical.http.protocol import (
+    BodyReader,
     Call,
     RetryPolicy,
     connect_timeout,
     deadline_passed,
+    env_proxy,
     next_pause,
     parse_response,
+    permanent_tls,
     request_budget,
+    ssl_context,
     total_timeout,
     transport_failure,
 )
@@ -45,11 +45,8 @@ from airflow_provider_empirical.protocol import (
 if TYPE_CHECKING:
     import aiohttp
 
-# Connections per shared session (event loop x connection), i.e. requests in flight. Set from
-# bench figure 2 (1,000 triggers, 1 s poll, 100 ms round trip, TLS; docs/performance.md): 100-256
-# serve the same polls/s there (~85% of schedule, bounded by the CPU of lockstep wake-ups on
-# 2 shared cores), 512 or no cap serve fewer (1,000 connections swamp the server), and 256 keeps
-# 2.5x headroom (2,560 polls/s at 100 ms, 1,280 at 200 ms) for ~40 KiB per open connection.
+# Connections per shared session (event loop x connection), i.e. requests in flight; how this
+# number was chosen is in docs/performance.md (figure 2).
 ASYNC_CONNECTIONS = 256
 _CHUNK = 64 * 1024
 
@@ -61,10 +58,12 @@ def _permanent(exc: BaseException) -> str | None:
         return "tls"
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return "tls"
+        if isinstance(cause, ssl.SSLError):
+            return permanent_tls(cause)
         if isinstance(cause, socket.gaierror) and cause.errno != socket.EAI_AGAIN:
             return "dns"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "tls-handshake"
     return None
 
 
@@ -85,22 +84,12 @@ def transport_error(call: Call, exc: BaseException, config: ApiConfig) -> Empiri
     return transport_failure(call, config, type(exc).__name__, str(exc), sent=sent, permanent=permanent)
 
 
-def env_proxy(base_url: str) -> str | None:
-    """The proxy the environment sets for `base_url` (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), or None."""
-    parts = urlsplit(base_url)
-    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
-        return None
-    proxies = urllib.request.getproxies()
-    return proxies.get(parts.scheme) or proxies.get("all") or None
-
-
 class AsyncEmpiricalClient:
     """Async face: the same calls over one aiohttp.ClientSession, made on first use."""
 
-    def __init__(self, config: ApiConfig, retry: RetryPolicy | None = None, **session_kwargs: Any) -> None:
+    def __init__(self, config: ApiConfig, retry: RetryPolicy | None = None) -> None:
         self.config = config
         self.retry = retry or RetryPolicy()
-        self._session_kwargs = session_kwargs
         self._session: aiohttp.ClientSession | None = None
         self._proxy: dict[str, Any] = {}
         self._headers = config.headers()
@@ -131,18 +120,13 @@ class AsyncEmpiricalClient:
             # there into Proxy-Authorization, which would hand the API key to the proxy.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=ASYNC_CONNECTIONS,
-                    ttl_dns_cache=300,
-                    # the connection's private CA, else the default context (honours SSL_CERT_FILE)
-                    ssl=ssl.create_default_context(cafile=self.config.ca_bundle)
-                    if self.config.ca_bundle
-                    else True,
+                    limit=ASYNC_CONNECTIONS, ttl_dns_cache=300, ssl=ssl_context(self.config)
                 ),
                 timeout=aiohttp.ClientTimeout(
                     total=self.config.timeout, sock_connect=connect_timeout(self.config.timeout)
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),  # the API sets none; no per-request cookie filtering
-                **self._session_kwargs,
+                auto_decompress=False,  # the core's BodyReader decodes, capped
             )
         return self._session
 
@@ -164,8 +148,6 @@ class AsyncEmpiricalClient:
         if budget <= 0:
             raise deadline_passed(call, self.config)
         session = self._open()
-        chunks: list[bytes] = []
-        size, truncated = 0, False
         try:
             async with session.request(
                 call.method,
@@ -177,12 +159,11 @@ class AsyncEmpiricalClient:
                 **self._proxy,
                 timeout=aiohttp.ClientTimeout(total=budget, sock_connect=connect_timeout(budget)),
             ) as response:
+                reader = BodyReader(response.headers.get("Content-Encoding"))
                 async for chunk in response.content.iter_chunked(_CHUNK):
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        truncated = True
+                    reader.feed(chunk)
+                    if reader.done:
                         break
-                    chunks.append(chunk)
                 status, headers = response.status, response.headers
         except _connect_timeouts() as exc:
             raise transport_error(call, exc, self.config) from None
@@ -190,7 +171,15 @@ class AsyncEmpiricalClient:
             raise total_timeout(call, self.config, budget) from None
         except aiohttp.ClientError as exc:
             raise transport_error(call, exc, self.config) from None
-        return parse_response(call, status, headers, b"".join(chunks), self.config, truncated=truncated)
+        return parse_response(
+            call,
+            status,
+            headers,
+            reader.body(),
+            self.config,
+            truncated=reader.truncated,
+            undecodable=reader.failed,
+        )
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

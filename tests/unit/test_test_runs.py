@@ -1,11 +1,13 @@
-"""The run model tolerates every response shape, unknown states and missing counts."""
+"""The run parser tolerates every response shape, unknown states and missing counts; the verdict
+and `resolve` turn a finished run into a task result."""
 
 from __future__ import annotations
 
 import pytest
 
+from airflow_provider_empirical.api.test_runs import format_duration, is_terminal, parse_test_run
+from airflow_provider_empirical.api.verdict import Policy, describe, passes
 from airflow_provider_empirical.errors import EmpiricalError, EmpiricalTestRunFailed
-from airflow_provider_empirical.models import describe, format_duration, is_terminal, parse_test_run, passed
 from airflow_provider_empirical.outcome import finished_event, resolve
 
 ITEM = {
@@ -25,7 +27,7 @@ ITEM = {
 
 
 @pytest.mark.parametrize("payload", [{"data": {"test_run": ITEM}}, {"data": ITEM}, ITEM])
-def test_every_documented_shape_parses(payload: dict) -> None:
+def test_every_known_run_shape_parses(payload: dict) -> None:
     run = parse_test_run(payload)
     assert run["id"] == 456 and run["failed_count"] == 2 and "something_new" not in run
 
@@ -49,7 +51,7 @@ def test_summary_line_reads_like_the_spec() -> None:
     assert describe(run, "https://dash/test-runs/456") == (
         "Empirical test run 456 ended: 48 passed, 2 failed, 1 flaky, 0 skipped in 2m00s https://dash/test-runs/456"
     )
-    assert not passed(run)
+    assert not passes(run, Policy())
     errored = parse_test_run({**ITEM, "state": "error", "error_code": "dispatch_failed"})
     assert "failed to dispatch the run to workers" in describe(errored)
 
@@ -70,7 +72,9 @@ def test_format_duration(ms: int | None, text: str) -> None:
         ({"state": "cancelled"}, "cancelled", True, True),
     ],
 )
-def test_outcomes(changes: dict, status: str, fails: bool, fails_when_lenient: bool) -> None:
+def test_a_finished_run_is_judged_by_the_policy(
+    changes: dict, status: str, fails: bool, fails_when_lenient: bool
+) -> None:
     import logging
 
     event = finished_event(parse_test_run({**ITEM, **changes}), "u")
@@ -78,9 +82,9 @@ def test_outcomes(changes: dict, status: str, fails: bool, fails_when_lenient: b
     for strict, should_fail in ((True, fails), (False, fails_when_lenient)):
         if should_fail:
             with pytest.raises(EmpiricalTestRunFailed, match="Empirical test run 456"):
-                resolve(event, fail_on_test_failure=strict, log=logging.getLogger())
+                resolve(event, Policy(fail_on_test_failure=strict), log=logging.getLogger())
         else:
-            summary = resolve(event, fail_on_test_failure=strict, log=logging.getLogger())
+            summary = resolve(event, Policy(fail_on_test_failure=strict), log=logging.getLogger())
             assert summary["id"] == 456 and summary["url"] == "u" and summary["outcome"] == status
 
 
@@ -89,4 +93,4 @@ def test_invalid_events_are_refused(event: object) -> None:
     import logging
 
     with pytest.raises(EmpiricalError, match="Unexpected event"):
-        resolve(event, fail_on_test_failure=True, log=logging.getLogger())
+        resolve(event, Policy(), log=logging.getLogger())
