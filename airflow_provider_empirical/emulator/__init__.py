@@ -4,7 +4,7 @@ Standard library only and cheap to import (the HTTP server is loaded on start())
 used in-process by tests or run as ``python -m airflow_provider_empirical.emulator``.
 """
 
+from .emulator import Emulator
 from .models import Fault, RecordedRequest, RunScript
-from .server import Emulator
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "RunScript"]

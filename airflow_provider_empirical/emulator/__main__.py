@@ -8,7 +8,7 @@ import signal
 import time
 from types import FrameType
 
-from .server import Emulator
+from .emulator import Emulator
 
 
 class _Stop(Exception):

@@ -572,8 +572,8 @@ def test_list_interval_environment_ids_and_empty_pages(emu: Emulator, client: ht
     emu.set_default_script(RunScript(queued_for=60))
     for environment in ("production", "staging", "development"):
         put(client, environment=environment)
-    emu._runs[1].created_wall -= 3 * 86400  # created three days ago
-    emu._runs[2].created_wall -= 10 * 86400
+    emu.age_run(1, 3 * 86400)  # created three days ago
+    emu.age_run(2, 10 * 86400)
 
     def ids(**params: Any) -> list[int]:
         response = client.get("/api/test-runs", params=params)
