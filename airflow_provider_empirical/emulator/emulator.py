@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .models import DEFAULT_STATUS, Fault, RecordedRequest, RunScript
-from .routes import App
+from .models import DEFAULT_STATUS, Fault, RecordedRequest, RunScript, iso_utc
+from .routes import App, snooze_changes
 from .state import State
 
 if TYPE_CHECKING:
@@ -28,7 +29,9 @@ class Emulator:
     ``shape`` selects the answer of GET /api/test-runs/{id}: "nested" (the run under
     data.test_run.testRun beside data.test_run.flattenedSummaryDetails, as Empirical's own suite
     reads it) or "flat" (the run fields directly under data.test_run). ``response_delay`` adds
-    that many seconds before every /api/ answer.
+    that many seconds before every /api/ answer. ``switches`` picks, where the evidence admits
+    two behaviours, which one to serve (see SWITCHES in state.py and docs/emulator.md); it is
+    applied after ``shape``.
     """
 
     def __init__(
@@ -40,11 +43,13 @@ class Emulator:
         tls: tuple[str, str] | None = None,
         response_delay: float = 0.0,
         shape: str = "nested",
+        switches: Mapping[str, Any] | None = None,
     ) -> None:
         self.state = State(
             api_keys if api_keys is not None else {"emulator-key": 1},
             response_delay=response_delay,
             shape=shape,
+            switches=switches,
         )
         self.api_keys = self.state.api_keys
         self.host = host
@@ -168,8 +173,19 @@ class Emulator:
         """Answer GET /api/test-runs/{id} in this shape from now on ("nested" or "flat")."""
         self.state.set_shape(shape)
 
+    @property
+    def switches(self) -> dict[str, Any]:
+        """The value of every switch (shape included)."""
+        return self.state.switches
+
+    def set_switches(self, **switches: Any) -> dict[str, Any]:
+        """Change switches from now on (ValueError, nothing changed, if one is unknown or invalid);
+        returns every switch's value."""
+        return self.state.set_switches(**switches)
+
     def reset(self) -> None:
-        """Forget runs, faults, queued scripts and recorded requests; restore the constructor's settings."""
+        """Forget runs, snoozes, faults, queued scripts and recorded requests; restore the
+        constructor's settings (switches, shape, response delay)."""
         self.state.reset()
 
     def queue_runs(self, *scripts: RunScript) -> None:
@@ -211,6 +227,32 @@ class Emulator:
         """Force a run into a state now (KeyError if unknown); returns the run as the API shows it."""
         return self.state.finish_run(run_id, state, error_code)
 
+    def start_run(
+        self,
+        environment: str = "production",
+        *,
+        branch: str | None = None,
+        build: dict[str, str] | None = None,
+        script: RunScript | None = None,
+        project_id: int = 1,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Start a run as Empirical itself would (its schedule, its dashboard, another team's CI):
+        not recorded as an API request, and it does not take a queued script (`script`, else the
+        environment's or the default script). `branch` and `build` may be combined; other trigger
+        fields (metadata, github_actor, test_case_ids, ...) go in `fields`. Returns the run like
+        `runs` shows it; ValueError names a bad field."""
+        body: dict[str, Any] = {"environment": environment, **fields}
+        if branch is not None:
+            body["branch"] = branch
+        if build is not None:
+            body["build"] = build
+        return self._app.start_run({**body, "project_id": project_id}, script)
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """One run like `runs` shows it (KeyError if unknown)."""
+        return self.state.run(run_id)
+
     def age_run(self, run_id: int, seconds: float) -> dict[str, Any]:
         """Move a run's created_at `seconds` into the past (KeyError if unknown); returns the run."""
         return self.state.age_run(run_id, seconds)
@@ -235,3 +277,72 @@ class Emulator:
     def trigger_body(self, run_id: int) -> dict[str, Any]:
         """The JSON body that created a run, as stored (KeyError if unknown)."""
         return self.state.trigger_body(run_id)
+
+    # --- snoozes, test cases, environments ---------------------------------------------------------
+
+    def add_snooze(
+        self,
+        test_ids: list[str],
+        snooze_until: str | float | datetime | None = None,
+        *,
+        description: str | None = None,
+        created_by: str | None = None,
+        scoped_to_environment_id: int | None = None,
+        created_from_test_run_id: int | None = None,
+        project_id: int = 1,
+    ) -> dict[str, Any]:
+        """Create a snooze as a person in the dashboard would (not recorded as an API request).
+
+        `snooze_until`: an ISO 8601 string, an epoch or an aware datetime; default 7 days from now.
+        Checked like POST /api/snoozes (ValueError names the field). Returns the snooze as the API
+        shows it.
+        """
+        if isinstance(snooze_until, datetime):
+            snooze_until = snooze_until.timestamp()
+        if isinstance(snooze_until, (int, float)) and not isinstance(snooze_until, bool):
+            snooze_until = iso_utc(snooze_until)
+        given = {
+            "test_ids": test_ids,
+            "snooze_until": snooze_until,
+            "description": description,
+            "created_by": created_by,
+            "scoped_to_environment_id": scoped_to_environment_id,
+            "created_from_test_run_id": created_from_test_run_id,
+        }
+        body = {key: value for key, value in given.items() if value is not None}
+        return self._app.add_snooze({**body, "project_id": project_id})
+
+    def update_snooze(self, snooze_id: int, **changes: Any) -> dict[str, Any]:
+        """Edit a snooze like PATCH /api/snoozes/{id} (snooze_until, description, expire_now,
+        scoped_to_environment_id, test_ids); KeyError if unknown, ValueError names a bad field."""
+        project_id = next((s["project_id"] for s in self.state.snoozes() if s["id"] == snooze_id), None)
+        if project_id is None:
+            raise KeyError(snooze_id)
+        fields = snooze_changes(changes, project_id, time.time())
+        return self.state.update_snooze(project_id, snooze_id, **fields)
+
+    def expire_snooze(self, snooze_id: int) -> dict[str, Any]:
+        """End a snooze now, like PATCH with expire_now (KeyError if unknown)."""
+        return self.update_snooze(snooze_id, expire_now=True)
+
+    @property
+    def snoozes(self) -> list[dict[str, Any]]:
+        """Every snooze, oldest first: its API fields plus, for inspection only, `project_id`,
+        `active`, `origin` ("api", "control" or "script") and `body` (the POST body, or None)."""
+        return self.state.snoozes()
+
+    def snooze_body(self, snooze_id: int) -> dict[str, Any] | None:
+        """The body that created a snooze (of POST /api/snoozes, POST /_emulator/snoozes or
+        add_snooze), None for one a RunScript created; KeyError if unknown."""
+        return self.state.snooze_body(snooze_id)
+
+    @property
+    def test_cases(self) -> list[dict[str, Any]]:
+        """The fixed test-case catalogue (every project has it), as GET /api/v2/test-cases shows it,
+        the inactive case included."""
+        return self.state.test_cases()[0]
+
+    @property
+    def environments(self) -> list[dict[str, Any]]:
+        """Project 1's environments as GET /api/environments/list shows them (the disabled one too)."""
+        return self.state.environments(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,33 +16,26 @@ import httpx
 import pytest
 
 from airflow_provider_empirical.emulator import Emulator, RunScript
+from tests.integration.test_emulator_support import (
+    AUTH,
+    DETAIL_KEYS,
+    FAST,
+    ISO_MS_Z,
+    KEY,
+    LIST_ITEM_KEYS,
+    OTHER_KEY,
+    PROJECT,
+    PW_ID,
+    ROW_KEYS,
+    get_run,
+    new_client,
+    put,
+    rows_of,
+    states_until,
+    tally,
+)
 
-KEY, OTHER_KEY = "test-key", "other-key"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 ROOT = Path(__file__).resolve().parents[2]
-LIST_ITEM_KEYS = {
-    "id",
-    "state",
-    "total_count",
-    "success_count",
-    "failed_count",
-    "skipped_count",
-    "flaky_count",
-    "duration",
-    "test_run_branch",
-    "environment_slug",
-    "environment_name",
-    "build_url",
-    "build_branch",
-    "commit",
-    "created_at",
-    "rerun_source_id",  # not in the README's list: the emulator's link from a re-run to its source
-}
-PROJECT = {"id": 1, "name": "Demo project", "slug": "demo", "repo_name": "demo-tests"}
-ROW_KEYS = {"name", "pw_test_id", "status", "slug", "snooze_info"}
-PW_ID = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{20}$")
-ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-FAST = RunScript(queued_for=0.0, run_for=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +50,6 @@ def emu(shared: Emulator) -> Emulator:
     return shared
 
 
-def new_client(
-    url: str, key: str | None = KEY, headers: dict[str, str] | None = None, timeout: float = 5
-) -> httpx.Client:
-    """A plain-HTTP client; verify=False only skips loading CA certificates, which is slow."""
-    auth = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=url, headers={**auth, **(headers or {})}, verify=False, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
     with new_client(shared.url) as c:
@@ -75,40 +59,6 @@ def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
 @pytest.fixture
 def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
     return shared_client
-
-
-def put(client: httpx.Client, **body: Any) -> httpx.Response:
-    return client.put("/api/test-runs", json={"environment": "production", **body})
-
-
-def get_run(client: httpx.Client, path: str) -> dict[str, Any]:
-    """The run fields of GET /api/test-runs/{id} in the default (nested) shape."""
-    response = client.get(path)
-    assert response.status_code == 200, response.text
-    run: dict[str, Any] = response.json()["data"]["test_run"]["testRun"]
-    return run
-
-
-def states_until(client: httpx.Client, run_id: int, final: str, timeout: float = 3.0) -> list[str]:
-    """Poll a run until `final`, returning the distinct states seen in order."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = get_run(client, f"/api/test-runs/{run_id}")
-        assert (
-            run["total_count"] is None
-            or run["success_count"] is None
-            or (
-                run["success_count"] + run["failed_count"] + run["skipped_count"] + run["flaky_count"]
-                <= run["total_count"]
-            )
-        )
-        if not seen or seen[-1] != run["state"]:
-            seen.append(run["state"])
-        if run["state"] == final:
-            return seen
-        time.sleep(0.01)
-    raise AssertionError(f"run {run_id} never reached {final}; saw {seen}")
 
 
 # --- import and scripts -------------------------------------------------------------------------
@@ -314,10 +264,16 @@ def test_get_one_run_shape_and_404s(emu: Emulator, client: httpx.Client) -> None
     assert set(body["data"]["test_run"]) == {"testRun", "flattenedSummaryDetails"}
     assert body["data"]["project"] == PROJECT
     run = body["data"]["test_run"]["testRun"]
-    assert set(run) == LIST_ITEM_KEYS | {"error_code", "metadata", "tags", "project"}
+    assert set(run) == DETAIL_KEYS
     assert run["project"] == PROJECT
     assert run["state"] == "queued" and run["total_count"] is None and run["duration"] is None
+    assert run["failed_count"] is None and run["failed_count_after_snoozing"] is None
     assert (run["metadata"], run["tags"], run["error_code"]) == ({"k": "v"}, ["@a"], None)
+    assert (run["environment_id"], run["test_case_ids"], run["environment_variables_overrides"]) == (
+        1,
+        [],
+        [],
+    )
     assert body["data"]["test_run"]["flattenedSummaryDetails"] == []
     for path in ("/api/test-runs/2", "/api/test-runs/abc", "/api/test-runs/-1", "/api/test-runs/1.0"):
         assert client.get(path).status_code == 404
@@ -349,20 +305,6 @@ def test_flat_shape_has_the_same_run_fields(emu: Emulator, client: httpx.Client)
         Emulator(shape="Nested")
 
 
-def rows_of(client: httpx.Client, run_id: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"][
-        "flattenedSummaryDetails"
-    ]
-    return rows
-
-
-def tally(rows: list[dict[str, Any]]) -> dict[str, int]:
-    return {
-        status: sum(1 for r in rows if r["status"] == status)
-        for status in ("passed", "failed", "flaky", "skipped")
-    }
-
-
 def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Client) -> None:
     outcomes = ("passed", "failed", "cancelled")
     emu.queue_runs(
@@ -381,16 +323,18 @@ def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Cli
             "flaky": run["flaky_count"],
             "skipped": run["skipped_count"],
         }
+        assert run["failed_count_after_snoozing"] == run["failed_count"]  # nothing snoozed
         for row in rows:
             assert set(row) == ROW_KEYS and row["snooze_info"] == []
-            assert PW_ID.match(row["pw_test_id"]) and " \u203a " in row["name"]
+            assert PW_ID.match(row["pw_test_id"]) and row["test_project"] in ("chromium", "firefox")
+            assert row["nesting"][0].endswith(".spec.ts") and row["nesting"][-1] == row["name"]
             assert (row["slug"] is not None) == (row["status"] in ("failed", "flaky"))
-        assert len({r["name"] for r in rows}) == len(rows)
-    failed = [r["name"] for r in rows_of(client, 2) if r["status"] == "failed"]
-    assert failed == [
-        "onboarding \u203a shows only matching cards #21",
-        "checkout \u203a keeps items after reload #22",
-        "login \u203a updates the avatar #23",
+        assert len({r["pw_test_id"] for r in rows}) == len(rows)
+    failed = [(r["nesting"], r["test_project"]) for r in rows_of(client, 2) if r["status"] == "failed"]
+    assert failed == [  # the default failed run: the 21st to 23rd tests of the catalogue fail
+        (["search/filters.spec.ts", "filters", "clears all filters"], "chromium"),
+        (["search/results.spec.ts", "search results", "shows only matching cards"], "chromium"),
+        (["search/results.spec.ts", "search results", "paginates long results"], "chromium"),
     ]
     assert [r["pw_test_id"] for r in rows_of(client, 1)] == [r["pw_test_id"] for r in rows_of(client, 2)]
     assert tally(rows_of(client, 4)) == {"passed": 2, "failed": 1, "flaky": 2, "skipped": 1}
@@ -562,12 +506,11 @@ def test_list_filters_and_pagination(emu: Emulator, client: httpx.Client) -> Non
 
 
 def test_list_interval_environment_ids_and_empty_pages(emu: Emulator, client: httpx.Client) -> None:
-    from airflow_provider_empirical.emulator.models import ENVIRONMENTS
-
-    assert [(e["id"], e["slug"]) for e in ENVIRONMENTS] == [
-        (1, "production"),
-        (2, "staging"),
-        (3, "development"),
+    assert [(e["id"], e["slug"], e["is_disabled"]) for e in emu.environments] == [
+        (1, "production", False),
+        (2, "staging", False),
+        (3, "development", False),
+        (4, "legacy", True),
     ]
     emu.set_default_script(RunScript(queued_for=60))
     for environment in ("production", "staging", "development"):
