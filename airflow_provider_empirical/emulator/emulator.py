@@ -16,8 +16,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .models import DEFAULT_STATUS, Fault, RecordedRequest, RunScript, iso_utc
-from .routes import App, snooze_changes
-from .state import State
+from .routes import App, snooze_changes, unknown_environment_message
+from .state import State, UnknownEnvironment
 
 if TYPE_CHECKING:
     from .server import EmulatorHTTPServer
@@ -241,13 +241,17 @@ class Emulator:
         not recorded as an API request, and it does not take a queued script (`script`, else the
         environment's or the default script). `branch` and `build` may be combined; other trigger
         fields (metadata, github_actor, test_case_ids, ...) go in `fields`. Returns the run like
-        `runs` shows it; ValueError names a bad field."""
+        `runs` shows it; ValueError names a bad field (an unknown or disabled environment too,
+        unless the unknown_environment switch makes such a run error)."""
         body: dict[str, Any] = {"environment": environment, **fields}
         if branch is not None:
             body["branch"] = branch
         if build is not None:
             body["build"] = build
-        return self._app.start_run({**body, "project_id": project_id}, script)
+        try:
+            return self._app.start_run({**body, "project_id": project_id}, script)
+        except UnknownEnvironment as exc:
+            raise ValueError(unknown_environment_message(exc)) from None
 
     def run(self, run_id: int) -> dict[str, Any]:
         """One run like `runs` shows it (KeyError if unknown)."""
