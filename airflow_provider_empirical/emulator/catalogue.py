@@ -78,6 +78,7 @@ def _hex(text: str, size: int) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:size]
 
 
+@functools.lru_cache(maxsize=8192)
 def diagnosis_slug(info: TestInfo) -> str:
     """The diagnosis slug a failed or flaky row carries: its title path, slugified, plus a hash."""
     text = re.sub(r"[^a-z0-9]+", "-", info.title_path.lower()).strip("-")

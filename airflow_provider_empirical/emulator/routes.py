@@ -1038,7 +1038,7 @@ class App:
         run_page = re.fullmatch(rf"/(?:({SLUG})/)?test-runs/([0-9]{{1,18}})(/debug/html)?/?", path)
         if run_page:
             slug, run_id, debug = run_page.group(1), int(run_page.group(2)), run_page.group(3)
-            run = next((r for r in self.state.runs() if r["id"] == run_id), None)
+            run = self._find_run(run_id)
             if run is None or (slug is not None and slug != run["project"]["slug"]):
                 return _not_found(f"No test run {run_id}{' in ' + slug if slug else ''}")
             if debug:
@@ -1049,7 +1049,7 @@ class App:
             return self._run_page(run, request.query.get("status"))
         report = re.fullmatch(rf"/reports/({SLUG})/([0-9]{{1,18}})/index\.html", path)
         if report:
-            run = next((r for r in self.state.runs() if r["id"] == int(report.group(2))), None)
+            run = self._find_run(int(report.group(2)))
             if run is None or run["project"]["slug"] != report.group(1):
                 return _not_found(f"No report at {path}")
             return self._report_page(run)
@@ -1060,6 +1060,12 @@ class App:
                 return _not_found(f"No project {snoozes.group(1)}")
             return self._snoozes_page(project)
         return _not_found(f"No page at {path}")
+
+    def _find_run(self, run_id: int) -> dict[str, Any] | None:
+        try:
+            return self.state.run(run_id)
+        except RunNotFound:
+            return None
 
     def _index(self) -> Response:
         runs = self.state.runs()

@@ -25,7 +25,7 @@ ALLOWED = {
     "server": {"models", "routes"},
     "emulator": {"models", "state", "routes", "server"},
     "__init__": {"models", "emulator"},
-    "__main__": {"emulator"},
+    "__main__": {"emulator", "state"},
 }
 
 
