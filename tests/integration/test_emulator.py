@@ -1166,6 +1166,58 @@ def test_control_api_drives_the_emulator(emu: Emulator, client: httpx.Client) ->
         assert control.get("/_emulator/runs").json() == [] and emu.requests == []
 
 
+DEFAULT_SWITCHES = {
+    "shape": "nested",
+    "list_environment_id": False,
+    "row_names": "title",
+    "snooze_info_details": False,
+    "snooze_counts": "live",
+    "snoozed_failures_pass": True,
+    "unknown_environment": "reject",
+    "environments_endpoint": True,
+    "analytics_endpoint": True,
+    "test_cases_sync_error": False,
+}
+
+
+def test_switches_from_python(emu: Emulator) -> None:
+    assert emu.switches == DEFAULT_SWITCHES
+    changed = emu.set_switches(snooze_counts="frozen", list_environment_id=True)
+    assert changed == {**DEFAULT_SWITCHES, "snooze_counts": "frozen", "list_environment_id": True}
+    for bad in ({"nope": True}, {"list_environment_id": 1}, {"snooze_counts": "later"}, {"shape": "deep"}):
+        with pytest.raises(ValueError):
+            emu.set_switches(**bad, row_names="title_path")
+    assert emu.switches["row_names"] == "title"  # a rejected change changes nothing
+    emu.set_shape("flat")
+    assert emu.switches["shape"] == "flat" == emu.shape
+    emu.reset()
+    assert emu.switches == DEFAULT_SWITCHES
+    with Emulator(api_keys={KEY: 1}, shape="flat", switches={"analytics_endpoint": False}) as other:
+        assert other.switches == {**DEFAULT_SWITCHES, "shape": "flat", "analytics_endpoint": False}
+        other.set_switches(analytics_endpoint=True, shape="nested")
+        other.reset()
+        assert other.switches["analytics_endpoint"] is False and other.shape == "flat"
+    with pytest.raises(ValueError, match="unknown switch"):
+        Emulator(switches={"colour": "blue"})
+
+
+def test_switches_from_the_control_api(emu: Emulator) -> None:
+    with new_client(emu.url, None) as control:
+        assert control.get("/_emulator/switches").json() == DEFAULT_SWITCHES
+        answer = control.post("/_emulator/switches", json={"row_names": "title_path", "shape": "flat"})
+        assert answer.json() == {
+            "ok": True,
+            "switches": {**DEFAULT_SWITCHES, "row_names": "title_path", "shape": "flat"},
+        }
+        assert emu.shape == "flat"
+        for bad in ({"nope": 1}, {"snooze_info_details": "true"}, [], {"row_names": None}):
+            response = control.post("/_emulator/switches", json=bad)
+            assert response.status_code == 400 and response.json()["error"]["message"], bad
+        assert control.delete("/_emulator/switches").status_code == 405
+        assert control.post("/_emulator/reset").status_code == 200
+        assert control.get("/_emulator/switches").json() == DEFAULT_SWITCHES
+
+
 def test_control_api_down() -> None:
     with Emulator(api_keys={KEY: 1}) as emu, new_client(emu.url, None, timeout=2) as control:
         assert control.post("/_emulator/down", json={"seconds": 0.3}).json() == {"ok": True}
@@ -1200,6 +1252,19 @@ def test_many_keep_alive_pollers(emu: Emulator, client: httpx.Client) -> None:
     assert time.monotonic() - started < 5
 
 
+def test_cli_rejects_a_bad_switch() -> None:
+    for argument in ("colour=blue", "list_environment_id=yes", "novalue"):
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow_provider_empirical.emulator", "--switch", argument],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert result.returncode == 2 and "--switch" in result.stderr, (argument, result.stderr)
+
+
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     process = subprocess.Popen(
@@ -1217,6 +1282,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             "0.1",
             "--shape",
             "flat",
+            "--switch",
+            "list_environment_id=true",
+            "--switch",
+            "unknown_environment=error_run",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -1235,6 +1304,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             assert put(client).status_code == 200
             assert time.monotonic() - started >= 0.1
             assert client.get("/api/test-runs/1").json()["data"]["test_run"]["id"] == 1  # flat
+            items = client.get("/api/test-runs").json()["data"]["test_runs"]["items"]
+            assert items[0]["environment_id"] == 1
+            assert put(client, environment="qa").status_code == 200  # the run errors instead
+            assert client.get("/_emulator/switches").json()["unknown_environment"] == "error_run"
             assert (
                 client.get("/api/test-runs/1", headers={"Authorization": "Bearer emulator-key"}).status_code
                 == 401
