@@ -45,18 +45,18 @@ class Emulator:
         shape: str = "nested",
         switches: Mapping[str, Any] | None = None,
     ) -> None:
-        self.state = State(
+        self._state = State(
             api_keys if api_keys is not None else {"emulator-key": 1},
             response_delay=response_delay,
             shape=shape,
             switches=switches,
         )
-        self.api_keys = self.state.api_keys
+        self.api_keys = self._state.api_keys
         self.host = host
         self.verbose = verbose
         self.tls = tls  # (certificate file, key file): serve https, as the real API does
         self._port = port
-        self._app = App(self.state, self._outage)
+        self._app = App(self._state, self._outage)
         self._life = threading.RLock()  # serialises start/stop
         self._server: EmulatorHTTPServer | None = None
         self._restart: threading.Timer | None = None
@@ -158,47 +158,47 @@ class Emulator:
     @property
     def response_delay(self) -> float:
         """Seconds added before every /api/ answer (faults included, control routes not)."""
-        return self.state.response_delay
+        return self._state.response_delay
 
     def set_response_delay(self, seconds: float) -> None:
         """Add `seconds` before every /api/ answer from now on (0 for none)."""
-        self.state.set_response_delay(seconds)
+        self._state.set_response_delay(seconds)
 
     @property
     def shape(self) -> str:
         """The shape of GET /api/test-runs/{id}: "nested" or "flat"."""
-        return self.state.shape
+        return self._state.shape
 
     def set_shape(self, shape: str) -> None:
         """Answer GET /api/test-runs/{id} in this shape from now on ("nested" or "flat")."""
-        self.state.set_shape(shape)
+        self._state.set_shape(shape)
 
     @property
     def switches(self) -> dict[str, Any]:
         """The value of every switch (shape included)."""
-        return self.state.switches
+        return self._state.switches
 
     def set_switches(self, **switches: Any) -> dict[str, Any]:
         """Change switches from now on (ValueError, nothing changed, if one is unknown or invalid);
         returns every switch's value."""
-        return self.state.set_switches(**switches)
+        return self._state.set_switches(**switches)
 
     def reset(self) -> None:
         """Forget runs, snoozes, faults, queued scripts and recorded requests; restore the
         constructor's settings (switches, shape, response delay)."""
-        self.state.reset()
+        self._state.reset()
 
     def queue_runs(self, *scripts: RunScript) -> None:
         """Scripts for the next created runs, consumed first in, first out."""
-        self.state.queue_runs(*scripts)
+        self._state.queue_runs(*scripts)
 
     def set_default_script(self, script: RunScript) -> None:
         """Script for runs with nothing queued and no environment script."""
-        self.state.set_default_script(script)
+        self._state.set_default_script(script)
 
     def set_environment_script(self, environment: str, script: RunScript) -> None:
         """Script for runs of one environment slug with nothing queued."""
-        self.state.set_environment_script(environment, script)
+        self._state.set_environment_script(environment, script)
 
     def add_fault(
         self,
@@ -219,13 +219,13 @@ class Emulator:
         fault = Fault(
             method, path, times, status, headers, body, after_create, delay, malformed, drop, echo_auth, drip
         )
-        return self.state.add_fault(fault)
+        return self._state.add_fault(fault)
 
     def finish_run(
         self, run_id: int, state: str = "cancelled", error_code: str | None = None
     ) -> dict[str, Any]:
         """Force a run into a state now (KeyError if unknown); returns the run as the API shows it."""
-        return self.state.finish_run(run_id, state, error_code)
+        return self._state.finish_run(run_id, state, error_code)
 
     def start_run(
         self,
@@ -255,32 +255,32 @@ class Emulator:
 
     def run(self, run_id: int) -> dict[str, Any]:
         """One run like `runs` shows it (KeyError if unknown)."""
-        return self.state.run(run_id)
+        return self._state.run(run_id)
 
     def age_run(self, run_id: int, seconds: float) -> dict[str, Any]:
         """Move a run's created_at `seconds` into the past (KeyError if unknown); returns the run."""
-        return self.state.age_run(run_id, seconds)
+        return self._state.age_run(run_id, seconds)
 
     # --- inspection --------------------------------------------------------------------------------
 
     @property
     def requests(self) -> list[RecordedRequest]:
         """API requests received, oldest first (control calls and dashboard pages excluded)."""
-        return self.state.requests
+        return self._state.requests
 
     def count(self, method: str | None = None, path_prefix: str = "") -> int:
         """How many recorded API requests match a method (None = any) and path prefix."""
-        return self.state.count(method, path_prefix)
+        return self._state.count(method, path_prefix)
 
     @property
     def runs(self) -> list[dict[str, Any]]:
         """Every run, oldest first: its fields as GET /api/test-runs/{id} shows them (flat), plus
         for inspection only `cancel_reason` (of a cancel through the API) and `tests` (its rows)."""
-        return self.state.runs()
+        return self._state.runs()
 
     def trigger_body(self, run_id: int) -> dict[str, Any]:
         """The JSON body that created a run, as stored (KeyError if unknown)."""
-        return self.state.trigger_body(run_id)
+        return self._state.trigger_body(run_id)
 
     # --- snoozes, test cases, environments ---------------------------------------------------------
 
@@ -319,11 +319,11 @@ class Emulator:
     def update_snooze(self, snooze_id: int, **changes: Any) -> dict[str, Any]:
         """Edit a snooze like PATCH /api/snoozes/{id} (snooze_until, description, expire_now,
         scoped_to_environment_id, test_ids); KeyError if unknown, ValueError names a bad field."""
-        project_id = next((s["project_id"] for s in self.state.snoozes() if s["id"] == snooze_id), None)
+        project_id = next((s["project_id"] for s in self._state.snoozes() if s["id"] == snooze_id), None)
         if project_id is None:
             raise KeyError(snooze_id)
         fields = snooze_changes(changes, project_id, time.time())
-        return self.state.update_snooze(project_id, snooze_id, **fields)
+        return self._state.update_snooze(project_id, snooze_id, **fields)
 
     def expire_snooze(self, snooze_id: int) -> dict[str, Any]:
         """End a snooze now, like PATCH with expire_now (KeyError if unknown)."""
@@ -333,20 +333,20 @@ class Emulator:
     def snoozes(self) -> list[dict[str, Any]]:
         """Every snooze, oldest first: its API fields plus, for inspection only, `project_id`,
         `active`, `origin` ("api", "control" or "script") and `body` (the POST body, or None)."""
-        return self.state.snoozes()
+        return self._state.snoozes()
 
     def snooze_body(self, snooze_id: int) -> dict[str, Any] | None:
         """The body that created a snooze (of POST /api/snoozes, POST /_emulator/snoozes or
         add_snooze), None for one a RunScript created; KeyError if unknown."""
-        return self.state.snooze_body(snooze_id)
+        return self._state.snooze_body(snooze_id)
 
     @property
     def test_cases(self) -> list[dict[str, Any]]:
         """The fixed test-case catalogue (every project has it), as GET /api/v2/test-cases shows it,
         the inactive case included."""
-        return self.state.test_cases()[0]
+        return self._state.test_cases()[0]
 
     @property
     def environments(self) -> list[dict[str, Any]]:
         """Project 1's environments as GET /api/environments/list shows them (the disabled one too)."""
-        return self.state.environments(1)
+        return self._state.environments(1)
