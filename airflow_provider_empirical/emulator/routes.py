@@ -693,13 +693,27 @@ class App:
         except RunNotFound:
             return error(404, f"test run {run_id} not found")
         if path.endswith("/cases"):
-            cases = [{k: row[k] for k in ("pw_test_id", "name", "status")} for row in rows]
-            return json_response({"data": cases})
+            return self.cases(rows, request.query)
         project = self.state.project(scope)
         if self.state.shape == "flat":
             return json_response({"data": {"test_run": fields, "project": project}})
         nested = {"testRun": fields, "flattenedSummaryDetails": rows}
         return json_response({"data": {"test_run": nested, "project": project}})
+
+    def cases(self, rows: list[dict[str, Any]], query: dict[str, str]) -> Response:
+        """GET /api/v2/test-runs/{id}/cases: the executed tests' rows, paginated (per_page up to 200,
+        default 200: the suite asks for 200; the real default and maximum are unknown)."""
+        query = _non_empty(query)
+        try:
+            paging = {
+                "page": _int_param(query, "page", 1) or 1,
+                "per_page": _int_param(query, "per_page", 1, 200) or 200,
+            }
+        except ValueError as exc:
+            return error(400, str(exc))
+        cases = [{k: row[k] for k in ("pw_test_id", "name", "status", "nesting")} for row in rows]
+        page, pagination = _paginated(cases, paging)
+        return json_response({"data": page, "pagination": pagination})
 
     def trigger(self, scope: int, raw: bytes) -> Response:
         """PUT /api/test-runs: validate, then create a queued run."""

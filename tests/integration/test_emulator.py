@@ -432,9 +432,20 @@ def test_cases_endpoint_lists_executed_tests(emu: Emulator, client: httpx.Client
     response = client.get("/api/v2/test-runs/1/cases")
     assert response.status_code == 200
     cases = response.json()["data"]
-    assert [{k: row[k] for k in ("pw_test_id", "name", "status")} for row in rows_of(client, 1)] == cases
+    keys = ("pw_test_id", "name", "status", "nesting")
+    assert [{k: row[k] for k in keys} for row in rows_of(client, 1)] == cases
     assert tally(cases) == {"passed": 20, "failed": 3, "flaky": 0, "skipped": 1}
-    assert client.get("/api/v2/test-runs/2/cases").json() == {"data": []}  # queued: nothing executed
+    assert response.json()["pagination"] == {"page": 1, "per_page": 200, "total": 24, "total_pages": 1}
+    paged = client.get("/api/v2/test-runs/1/cases", params={"per_page": 10, "page": 3}).json()
+    assert paged["data"] == cases[20:] and paged["pagination"] == {
+        "page": 3,
+        "per_page": 10,
+        "total": 24,
+        "total_pages": 3,
+    }
+    assert client.get("/api/v2/test-runs/1/cases", params={"per_page": 201}).status_code == 400
+    queued = {"data": [], "pagination": {"page": 1, "per_page": 200, "total": 0, "total_pages": 0}}
+    assert client.get("/api/v2/test-runs/2/cases").json() == queued  # queued: nothing executed
     assert client.get("/api/v2/test-runs/9/cases").status_code == 404
     assert client.get("/api/v2/test-runs/x/cases").status_code == 404
     assert client.post("/api/v2/test-runs/1/cases").status_code == 405
