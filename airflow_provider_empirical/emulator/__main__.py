@@ -8,7 +8,16 @@ import signal
 import time
 from types import FrameType
 
-from .server import Emulator
+from .emulator import Emulator
+from .state import SWITCHES
+
+
+def _switch(text: str) -> tuple[str, object]:
+    """NAME=VALUE; true/false are booleans, anything else a string (checked by the Emulator)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, {"true": True, "false": False}.get(value, value)
 
 
 class _Stop(Exception):
@@ -52,21 +61,35 @@ def main(argv: list[str] | None = None) -> int:
         help="answer of GET /api/test-runs/{id}: the run under data.test_run.testRun beside per-test "
         "rows (nested, default) or directly under data.test_run (flat)",
     )
+    parser.add_argument(
+        "--switch",
+        action="append",
+        dest="switches",
+        type=_switch,
+        default=[],
+        metavar="NAME=VALUE",
+        help="serve one of the behaviours the evidence leaves open; repeatable. "
+        f"Switches: {', '.join(SWITCHES)} (see docs/emulator.md)",
+    )
     args = parser.parse_args(argv)
 
     keys = {key: 1 for key in (args.api_keys or ["emulator-key"])}
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     if not args.response_delay >= 0:
         parser.error("--response-delay must be >= 0")
-    emulator = Emulator(
-        api_keys=keys,
-        host=args.host,
-        port=args.port,
-        verbose=args.verbose,
-        tls=tls,
-        response_delay=args.response_delay,
-        shape=args.shape,
-    )
+    try:
+        emulator = Emulator(
+            api_keys=keys,
+            host=args.host,
+            port=args.port,
+            verbose=args.verbose,
+            tls=tls,
+            response_delay=args.response_delay,
+            shape=args.shape,
+            switches=dict(args.switches),
+        )
+    except ValueError as exc:
+        parser.error(f"--switch: {exc}")
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

@@ -1,46 +1,29 @@
-"""Data types of the emulator: scripted run outcomes, faults, recorded requests and runs.
+"""Value types of the emulator: scripted run outcomes, faults, recorded requests, runs and snoozes.
 
-Run state is derived from the clock at read time, so no thread per run is needed.
+Run state is derived from the clock at read time, so no thread per run is needed. Tests are
+known by key (see catalogue): a catalogue Playwright id, or an ad-hoc test's name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from .catalogue import pool, resolve
+
 OUTCOMES = ("passed", "failed", "error", "cancelled", "never")
 STATES = ("pending", "queued", "started", "ended", "error", "cancelling", "cancelled")
 TERMINAL_STATES = ("ended", "error", "cancelled")
-ENVIRONMENTS: tuple[dict[str, Any], ...] = (
-    {"id": 1, "slug": "production", "name": "Production"},
-    {"id": 2, "slug": "staging", "name": "Staging"},
-    {"id": 3, "slug": "development", "name": "Development"},
-)
 CANCELLING_FOR = 0.5
 DEFAULT_STATUS = 0  # Fault.status when not given: 503, or 500 for echo_auth (resolved on creation)
 COUNT_KEYS = ("total", "success", "failed", "skipped", "flaky")
 # the status of a per-test row for each count
 ROW_STATUS = {"success": "passed", "failed": "failed", "flaky": "flaky", "skipped": "skipped"}
-SHAPES = ("nested", "flat")
 ERROR_CODE_KEYS = ("error_code", "errorCode", "error.code")
-SEP = " \u203a "  # Playwright's title separator (a single right-pointing angle quote)
-SUITES = ("checkout", "login", "search", "cart", "profile", "settings", "onboarding")
-ACTIONS = (
-    "pays with card",
-    "signs in with email",
-    "shows only matching cards",
-    "keeps items after reload",
-    "updates the avatar",
-    "saves the new password",
-    "invites a teammate",
-    "applies a discount code",
-    "logs out everywhere",
-)
 # Final counts per outcome when a script gives none (a cancelled run reports the rest as skipped).
 DEFAULT_COUNTS: dict[str, tuple[int, int, int, int, int]] = {
     "passed": (24, 23, 0, 1, 0),
@@ -51,30 +34,6 @@ DEFAULT_COUNTS: dict[str, tuple[int, int, int, int, int]] = {
 }
 
 
-def test_name(index: int) -> str:
-    """Deterministic name of the index-th generated test (1-based): "checkout > pays with card #1",
-    with Playwright's separator (U+203A) in place of ">"."""
-    return f"{SUITES[(index - 1) % len(SUITES)]}{SEP}{ACTIONS[(index - 1) % len(ACTIONS)]} #{index}"
-
-
-def _hex(text: str, size: int) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:size]
-
-
-def pw_test_id(name: str) -> str:
-    """A Playwright-like test id, "<file hash>-<test hash>", stable for a name across runs."""
-    suite = name.split(SEP, 1)[0]
-    return f"{_hex('file:' + suite, 20)}-{_hex('test:' + name, 20)}"
-
-
-def test_row(name: str, status: str) -> dict[str, Any]:
-    """One row of flattenedSummaryDetails; only failures and flaky tests have a diagnosis slug."""
-    slug = None
-    if status in ("failed", "flaky"):
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + "-" + _hex("slug:" + name, 6)
-    return {"name": name, "pw_test_id": pw_test_id(name), "status": status, "slug": slug, "snooze_info": []}
-
-
 def _names(value: Any, name: str) -> None:
     if value is None:
         return
@@ -82,6 +41,13 @@ def _names(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a list of non-empty strings or None, got {value!r}")
     if len(set(value)) != len(value):
         raise ValueError(f"{name} must not repeat a test name")
+    keys = [resolve(v) for v in value]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{name} names the same test twice (a catalogue title and its id?)")
+
+
+def _keys(value: list[str] | None) -> list[str]:
+    return [resolve(v) for v in value or ()]
 
 
 def iso_utc(epoch: float) -> str:
@@ -94,11 +60,14 @@ def iso_utc(epoch: float) -> str:
 class RunScript:
     """How one run behaves over time; counts left as None are derived from the outcome.
 
-    ``tests`` names every test of the run (total = its length) and ``failed_tests`` names the ones
-    that fail (failed = its length); other tests get the remaining statuses in order: passed,
-    then flaky, then skipped. Without ``tests`` the names are generated ("checkout > pays with
-    card #1", ... with U+203A for ">"). ``error_code_key`` picks the spelling of a run's error
-    code in answers.
+    ``tests`` names every test of the run (total = its length); ``failed_tests`` and
+    ``flaky_tests`` name the ones that fail or pass only on retry. Names may be catalogue titles
+    or Playwright ids (see catalogue) or any other name (an ad-hoc test). Other tests get the
+    remaining statuses in order: passed, failed, flaky, skipped. Without ``tests`` a run executes
+    the active catalogue (24 tests), then generated ad-hoc tests if the total is larger.
+    ``snoozed_tests``: True, or the failed_tests that a snooze covers; the emulator creates that
+    snooze (7 days, every environment) when the run is created. ``error_code_key`` picks the
+    spelling of a run's error code in answers.
     """
 
     queued_for: float = 0.5
@@ -113,6 +82,8 @@ class RunScript:
     tests: list[str] | None = None
     failed_tests: list[str] | None = None
     error_code_key: str = "error_code"
+    flaky_tests: list[str] | None = None
+    snoozed_tests: list[str] | bool | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -131,16 +102,33 @@ class RunScript:
             self.error_code = "run_failed_with_error"
         if self.error_code_key not in ERROR_CODE_KEYS:
             raise ValueError(f"error_code_key must be one of {', '.join(ERROR_CODE_KEYS)}")
-        _names(self.tests, "tests")
-        _names(self.failed_tests, "failed_tests")
+        for name in ("tests", "failed_tests", "flaky_tests"):
+            _names(getattr(self, name), name)
+        failing, flaky = set(_keys(self.failed_tests)), set(_keys(self.flaky_tests))
+        if failing & flaky:
+            raise ValueError("a test cannot be in both failed_tests and flaky_tests")
         if self.tests is not None:
             if self.total is not None and self.total != len(self.tests):
                 raise ValueError(f"total ({self.total}) must equal the number of tests ({len(self.tests)})")
-            unknown = sorted(set(self.failed_tests or ()) - set(self.tests))
-            if unknown:
-                raise ValueError(f"failed_tests not in tests: {', '.join(unknown)}")
+            known = set(_keys(self.tests))
+            for name in ("failed_tests", "flaky_tests"):
+                unknown = [v for v in getattr(self, name) or () if resolve(v) not in known]
+                if unknown:
+                    raise ValueError(f"{name} not in tests: {', '.join(unknown)}")
         if self.failed_tests is not None and self.failed not in (None, len(self.failed_tests)):
             raise ValueError(f"failed ({self.failed}) must equal the number of failed_tests")
+        if self.flaky_tests is not None and self.flaky not in (None, len(self.flaky_tests)):
+            raise ValueError(f"flaky ({self.flaky}) must equal the number of flaky_tests")
+        snoozed = self.snoozed_tests
+        if isinstance(snoozed, list):
+            _names(snoozed, "snoozed_tests")
+            outside = [v for v in snoozed if resolve(v) not in failing]
+            if outside:
+                raise ValueError(f"snoozed_tests must be failed_tests, not: {', '.join(outside)}")
+        elif snoozed is not None and not isinstance(snoozed, bool):
+            raise ValueError(
+                f"snoozed_tests must be true, false, a list of failed_tests or None, got {snoozed!r}"
+            )
         if self.tests is not None:
             counts = self.counts()
             rows = sum(counts[k] for k in ROW_STATUS)
@@ -154,6 +142,8 @@ class RunScript:
             given["total"] = len(self.tests)
         if self.failed_tests is not None:
             given["failed"] = len(self.failed_tests)
+        if self.flaky_tests is not None:
+            given["flaky"] = len(self.flaky_tests)
         if all(value is None for value in given.values()):
             return dict(zip(COUNT_KEYS, DEFAULT_COUNTS[self.outcome], strict=True))
         failed, skipped, flaky = (given[k] or 0 for k in ("failed", "skipped", "flaky"))
@@ -166,29 +156,38 @@ class RunScript:
         return {"total": total, "success": success, "failed": failed, "skipped": skipped, "flaky": flaky}
 
     def plan(self) -> list[tuple[str, str]]:
-        """(name, final status) of each test, in order; one per counted test."""
+        """(test key, final status) of each test, in order; one per counted test."""
         counts = self.counts()
-        failed_names = list(self.failed_tests or [])
-        names = list(self.tests) if self.tests is not None else None
+        failed_keys, flaky_keys = _keys(self.failed_tests), _keys(self.flaky_tests)
+        named = {**dict.fromkeys(failed_keys, "failed"), **dict.fromkeys(flaky_keys, "flaky")}
         statuses = (
             ["passed"] * counts["success"]
-            + ["failed"] * (counts["failed"] - len(failed_names))
-            + ["flaky"] * counts["flaky"]
+            + ["failed"] * (counts["failed"] - len(failed_keys))
+            + ["flaky"] * (counts["flaky"] - len(flaky_keys))
             + ["skipped"] * counts["skipped"]
         )
-        if names is None:
-            taken = set(failed_names)
-            generated = (test_name(i) for i in range(1, 10**9))
-            fresh = (g for g in generated if g not in taken)
-            names = failed_names + [n for n, _ in zip(fresh, statuses, strict=False)]
-        failing = set(failed_names)
+        if self.tests is not None:
+            keys = _keys(self.tests)
+        else:
+            fresh = (key for key in pool() if key not in named)
+            keys = [*named, *(key for key, _ in zip(fresh, statuses, strict=False))]
         rest = iter(statuses)
         planned: list[tuple[str, str]] = []
-        for name in names:
-            status = "failed" if name in failing else next(rest, None)
+        for key in keys:
+            status = named.get(key) or next(rest, None)
             if status is not None:
-                planned.append((name, status))
+                planned.append((key, status))
         return planned
+
+    def snoozed_keys(self) -> list[str]:
+        """Keys of the failing tests this script says a snooze covers."""
+        if not self.snoozed_tests:
+            return []
+        failing = [key for key, status in self.plan() if status == "failed"]
+        if self.snoozed_tests is True:
+            return failing
+        chosen = set(_keys(self.snoozed_tests if isinstance(self.snoozed_tests, list) else None))
+        return [key for key in failing if key in chosen]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as accepted by from_dict and the control API."""
@@ -206,26 +205,44 @@ class RunScript:
         return cls(**data)
 
 
-def rerun_script(script: RunScript, failed: list[str]) -> RunScript:
-    """The script of a re-run of only the `failed` tests: the outcome stays scriptable.
+def select_script(script: RunScript, keys: list[str]) -> RunScript:
+    """The script of a run of exactly `keys` (a re-run of failed tests, or a test_case_ids trigger).
 
-    "passed" makes them all pass, "failed" makes them fail again (or only the script's
-    failed_tests among them, or its first `failed` ones), "cancelled" skips the later half,
-    and "error" keeps the script's own counts.
+    The outcome stays scriptable: "passed" makes them all pass, "failed" makes them fail (or only
+    the script's failed_tests among them, or its first `failed` ones), "cancelled" skips the later
+    half, and "error" keeps the script's own counts. flaky_tests and snoozed_tests among them carry
+    over.
     """
     if script.outcome == "error":
         return script
     unset: dict[str, Any] = dict.fromkeys(COUNT_KEYS)
     if script.outcome == "cancelled":
-        skipped = len(failed) - len(failed) // 2
-        return replace(script, **unset, tests=failed, failed_tests=None, skipped=skipped)
+        skipped = len(keys) - len(keys) // 2
+        return replace(
+            script,
+            **unset,
+            tests=keys,
+            failed_tests=None,
+            flaky_tests=None,
+            snoozed_tests=None,
+            skipped=skipped,
+        )
     if script.failed_tests is not None:
-        failing = [name for name in failed if name in script.failed_tests]
+        chosen = set(_keys(script.failed_tests))
+        failing = [key for key in keys if key in chosen]
     elif script.failed is not None:
-        failing = failed[: script.failed]
+        failing = keys[: script.failed]
     else:
-        failing = failed if script.outcome == "failed" else []
-    return replace(script, **unset, tests=failed, failed_tests=failing)
+        failing = keys if script.outcome == "failed" else []
+    flaky_chosen = set(_keys(script.flaky_tests))
+    flaky = [key for key in keys if key in flaky_chosen and key not in failing]
+    snoozed: list[str] | bool | None = script.snoozed_tests
+    if isinstance(snoozed, list):
+        chosen = set(_keys(snoozed))
+        snoozed = [key for key in failing if key in chosen] or None
+    return replace(
+        script, **unset, tests=keys, failed_tests=failing, flaky_tests=flaky or None, snoozed_tests=snoozed
+    )
 
 
 @dataclass
@@ -328,8 +345,17 @@ def _finished(tests: list[tuple[str, str]], progress: float) -> list[int]:
     return sorted(done)
 
 
+Counts = dict[str, "int | None"]
+Rows = list[tuple[str, str]]  # (test key, status)
+
+
 class Run:
-    """A triggered run: what was sent, its script and its creation time."""
+    """A triggered run: what was sent, its script, its environment and its creation time.
+
+    ``environment`` is {"id", "slug", "name"}; the id is None for a run started on a slug the
+    project does not have. ``origin`` is "api" (the trigger or re-run routes) or "control" (started
+    by the emulator's control API, as Empirical's own schedule would).
+    """
 
     def __init__(
         self,
@@ -338,17 +364,19 @@ class Run:
         environment: dict[str, Any],
         script: RunScript,
         body: dict[str, Any],
+        origin: str = "api",
     ) -> None:
         self.id = run_id
         self.project_id = project_id
         self.environment = environment
         self.script = script
         self.body = body
-        self.created_wall = time.time()  # for created_at and interval_in_days
+        self.origin = origin
+        self.created_wall = time.time()  # for created_at, interval_in_days and analytics
         self.created = time.monotonic()  # for the state timeline, immune to clock changes
         self.forced: Forced | None = None
         self.cancel: Cancel | None = None
-        self._plans: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+        self._plans: dict[str, tuple[int, Rows]] = {}
 
     def _natural(self, now: float) -> tuple[str, str, float]:
         """State, outcome and progress (0..1) from the script timeline."""
@@ -383,8 +411,24 @@ class Run:
         terminal = self.forced.state in TERMINAL_STATES
         return self.forced.state, self.forced.outcome, 1.0 if terminal else progress
 
-    def _plan(self, outcome: str) -> tuple[int, list[tuple[str, str]]]:
-        """Total and final (name, status) of each test for an outcome (the script's, or a forced one)."""
+    def ended_wall(self, now: float) -> float | None:
+        """Wall-clock time at which the run reached its terminal state, or None if it has not."""
+        if self.state_at(now)[0] not in TERMINAL_STATES:
+            return None
+        cancel = self._cancelled()
+        if cancel is not None:
+            ended = cancel.at + CANCELLING_FOR
+        elif self.forced is not None:
+            ended = self.forced.at
+        else:
+            s = self.script
+            ended = (
+                self.created + s.queued_for + s.run_for + (CANCELLING_FOR if s.outcome == "cancelled" else 0)
+            )
+        return self.created_wall + (ended - self.created)
+
+    def _plan(self, outcome: str) -> tuple[int, Rows]:
+        """Total and final (key, status) of each test for an outcome (the script's, or a forced one)."""
         if outcome not in self._plans:
             script = self.script
             if script.outcome != outcome:
@@ -397,8 +441,8 @@ class Run:
             self._plans[outcome] = (script.counts()["total"], script.plan())
         return self._plans[outcome]
 
-    def tests_at(self, now: float) -> tuple[dict[str, int | None], list[tuple[str, str]]]:
-        """Counts and the (name, status) rows of finished tests at `now`.
+    def tests_at(self, now: float) -> tuple[Counts, Rows]:
+        """Counts and the (key, status) rows of finished tests at `now`.
 
         Queued: no counts, no rows. Started: the total, and rows (and counts) of finished tests
         only. Terminal: every test. Cancelled through the API: tests finished by then keep their
@@ -411,23 +455,19 @@ class Run:
         if cancel is not None:
             total, planned = self._plan(cancel.outcome)
             done = set(_finished(planned, cancel.progress))
-            rows = [(name, status if i in done else "skipped") for i, (name, status) in enumerate(planned)]
+            rows = [(key, status if i in done else "skipped") for i, (key, status) in enumerate(planned)]
         else:
             total, planned = self._plan(outcome)
             rows = planned if state in TERMINAL_STATES else [planned[i] for i in _finished(planned, progress)]
-        counts: dict[str, int | None] = {"total": total}
+        counts: Counts = {"total": total}
         for key, status in ROW_STATUS.items():
             counts[key] = sum(1 for _, s in rows if s == status)
         return counts, rows
 
-    def rows(self, now: float) -> list[dict[str, Any]]:
-        """flattenedSummaryDetails: one row per finished test."""
-        return [test_row(name, status) for name, status in self.tests_at(now)[1]]
-
-    def item(self, now: float) -> dict[str, Any]:
-        """The run as a list item of GET /api/test-runs."""
+    def item(self, now: float, tests: tuple[Counts, Rows], snoozed: Callable[[str], bool]) -> dict[str, Any]:
+        """The run's list-item fields; `snoozed(key)` says whether a snooze covers a failure."""
         state, _, _ = self.state_at(now)
-        counts, _ = self.tests_at(now)
+        counts, rows = tests
         duration = None
         cancel = self._cancelled()
         if state in TERMINAL_STATES:
@@ -438,6 +478,9 @@ class Run:
                 duration = round(max(0.0, self.forced.at - self.created - self.script.queued_for) * 1000)
             else:
                 duration = round(self.script.run_for * 1000)
+        after = counts["failed"]
+        if after is not None:
+            after -= sum(1 for key, status in rows if status == "failed" and snoozed(key))
         build = self.body.get("build") or {}
         return {
             "id": self.id,
@@ -445,20 +488,27 @@ class Run:
             "total_count": counts["total"],
             "success_count": counts["success"],
             "failed_count": counts["failed"],
+            "failed_count_after_snoozing": after,
             "skipped_count": counts["skipped"],
             "flaky_count": counts["flaky"],
             "duration": duration,
             "test_run_branch": self.body.get("branch") or build.get("branch") or "main",
+            "environment_id": self.environment["id"],
             "environment_slug": self.environment["slug"],
             "environment_name": self.environment["name"],
             "build_url": build.get("url"),
             "build_branch": build.get("branch"),
             "commit": build.get("commit"),
+            "environment_variables_overrides": [
+                dict(o) for o in self.body.get("environment_variables_overrides") or ()
+            ],
             "created_at": iso_utc(self.created_wall),
             "rerun_source_id": self.body.get("rerun_source_id"),
         }
 
-    def detail(self, now: float, project: dict[str, Any]) -> dict[str, Any]:
+    def detail(
+        self, now: float, tests: tuple[Counts, Rows], snoozed: Callable[[str], bool], project: dict[str, Any]
+    ) -> dict[str, Any]:
         """The run's fields as GET /api/test-runs/{id} shows them (the same in both shapes)."""
         state, _, _ = self.state_at(now)
         error_code = None
@@ -472,10 +522,11 @@ class Run:
         else:
             error_field = {key: error_code}
         return {
-            **self.item(now),
+            **self.item(now, tests, snoozed),
             **error_field,
             "metadata": dict(self.body.get("metadata") or {}),
             "tags": list(self.body.get("tags") or []),
+            "test_case_ids": list(self.body.get("test_case_ids") or []),
             "project": dict(project),
         }
 
@@ -488,9 +539,9 @@ class Run:
             self.cancel = Cancel(now, reason, progress if state == "started" else 0.0, outcome)
         return "cancelled"
 
-    def failed_names(self, now: float) -> list[str]:
-        """Names of the tests that failed (final once the run is terminal)."""
-        return [name for name, status in self.tests_at(now)[1] if status == "failed"]
+    def failed_keys(self, now: float) -> list[str]:
+        """Keys of the tests that failed (final once the run is terminal)."""
+        return [key for key, status in self.tests_at(now)[1] if status == "failed"]
 
     def force(self, state: str, error_code: str | None, now: float) -> None:
         """Impose a state; "passed"/"failed" are shorthands for "ended" with those counts.
@@ -509,3 +560,85 @@ class Run:
             allowed = ", ".join((*STATES, "passed", "failed"))
             raise ValueError(f"state must be one of {allowed}, got {state!r}")
         self.forced = Forced(state, outcome, now, error_code)
+
+
+@dataclass(frozen=True)
+class SnoozeVersion:
+    """What a snooze says from wall-clock time `at` on (until the next version)."""
+
+    at: float
+    test_ids: tuple[str, ...]
+    until: float
+    scope: int | None  # scoped_to_environment_id; None = every environment
+    description: str | None
+
+
+class Snooze:
+    """A snooze of some Playwright tests until a time, with its history of edits.
+
+    The history lets a run's failed_count_after_snoozing be frozen at the moment the run ended.
+    ``origin`` is "api" (POST /api/snoozes), "control" (the control API) or "script" (a RunScript's
+    snoozed_tests); ``body`` is the POST body that created it, if any.
+    """
+
+    def __init__(
+        self,
+        snooze_id: int,
+        project_id: int,
+        first: SnoozeVersion,
+        created_from_test_run_id: int | None,
+        created_by: str | None,
+        origin: str,
+        body: dict[str, Any] | None,
+    ) -> None:
+        self.id = snooze_id
+        self.project_id = project_id
+        self.versions = [first]
+        self.created_from_test_run_id = created_from_test_run_id
+        self.created_by = created_by
+        self.origin = origin
+        self.body = body
+
+    @property
+    def current(self) -> SnoozeVersion:
+        return self.versions[-1]
+
+    def version_at(self, wall: float) -> SnoozeVersion | None:
+        """The version in force at `wall`, or None before the snooze existed."""
+        for version in reversed(self.versions):
+            if version.at <= wall:
+                return version
+        return None
+
+    def covers(self, test_id: str, environment_id: int | None, wall: float) -> bool:
+        """Whether the snooze covered a failure of `test_id` in that environment at `wall`."""
+        version = self.version_at(wall)
+        return (
+            version is not None
+            and wall < version.until
+            and test_id in version.test_ids
+            and (version.scope is None or version.scope == environment_id)
+        )
+
+    def active(self, wall: float) -> bool:
+        """Active means snooze_until is still in the future."""
+        return self.current.until > wall
+
+    def update(self, wall: float, **changes: Any) -> None:
+        """A new version from `wall` on: test_ids, until, scope and/or description changed."""
+        self.versions.append(replace(self.current, at=wall, **changes))
+
+    def view(self) -> dict[str, Any]:
+        """The snooze as the API shows it."""
+        current = self.current
+        return {
+            "id": self.id,
+            "test_ids": list(current.test_ids),
+            "snooze_until": iso_utc(current.until),
+            "description": current.description,
+            "created_from_test_run_id": self.created_from_test_run_id,
+            "created_by": self.created_by,
+            "created_at": iso_utc(self.versions[0].at),
+            "updated_at": iso_utc(current.at),
+            "scoped_to_environment_id": current.scope,
+        }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,33 +16,26 @@ import httpx
 import pytest
 
 from airflow_provider_empirical.emulator import Emulator, RunScript
+from tests.integration.test_emulator_support import (
+    AUTH,
+    DETAIL_KEYS,
+    FAST,
+    ISO_MS_Z,
+    KEY,
+    LIST_ITEM_KEYS,
+    OTHER_KEY,
+    PROJECT,
+    PW_ID,
+    ROW_KEYS,
+    get_run,
+    new_client,
+    put,
+    rows_of,
+    states_until,
+    tally,
+)
 
-KEY, OTHER_KEY = "test-key", "other-key"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 ROOT = Path(__file__).resolve().parents[2]
-LIST_ITEM_KEYS = {
-    "id",
-    "state",
-    "total_count",
-    "success_count",
-    "failed_count",
-    "skipped_count",
-    "flaky_count",
-    "duration",
-    "test_run_branch",
-    "environment_slug",
-    "environment_name",
-    "build_url",
-    "build_branch",
-    "commit",
-    "created_at",
-    "rerun_source_id",  # not in the README's list: the emulator's link from a re-run to its source
-}
-PROJECT = {"id": 1, "name": "Demo project", "slug": "demo", "repo_name": "demo-tests"}
-ROW_KEYS = {"name", "pw_test_id", "status", "slug", "snooze_info"}
-PW_ID = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{20}$")
-ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-FAST = RunScript(queued_for=0.0, run_for=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +50,6 @@ def emu(shared: Emulator) -> Emulator:
     return shared
 
 
-def new_client(
-    url: str, key: str | None = KEY, headers: dict[str, str] | None = None, timeout: float = 5
-) -> httpx.Client:
-    """A plain-HTTP client; verify=False only skips loading CA certificates, which is slow."""
-    auth = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=url, headers={**auth, **(headers or {})}, verify=False, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
     with new_client(shared.url) as c:
@@ -75,40 +59,6 @@ def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
 @pytest.fixture
 def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
     return shared_client
-
-
-def put(client: httpx.Client, **body: Any) -> httpx.Response:
-    return client.put("/api/test-runs", json={"environment": "production", **body})
-
-
-def get_run(client: httpx.Client, path: str) -> dict[str, Any]:
-    """The run fields of GET /api/test-runs/{id} in the default (nested) shape."""
-    response = client.get(path)
-    assert response.status_code == 200, response.text
-    run: dict[str, Any] = response.json()["data"]["test_run"]["testRun"]
-    return run
-
-
-def states_until(client: httpx.Client, run_id: int, final: str, timeout: float = 3.0) -> list[str]:
-    """Poll a run until `final`, returning the distinct states seen in order."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = get_run(client, f"/api/test-runs/{run_id}")
-        assert (
-            run["total_count"] is None
-            or run["success_count"] is None
-            or (
-                run["success_count"] + run["failed_count"] + run["skipped_count"] + run["flaky_count"]
-                <= run["total_count"]
-            )
-        )
-        if not seen or seen[-1] != run["state"]:
-            seen.append(run["state"])
-        if run["state"] == final:
-            return seen
-        time.sleep(0.01)
-    raise AssertionError(f"run {run_id} never reached {final}; saw {seen}")
 
 
 # --- import and scripts -------------------------------------------------------------------------
@@ -314,10 +264,16 @@ def test_get_one_run_shape_and_404s(emu: Emulator, client: httpx.Client) -> None
     assert set(body["data"]["test_run"]) == {"testRun", "flattenedSummaryDetails"}
     assert body["data"]["project"] == PROJECT
     run = body["data"]["test_run"]["testRun"]
-    assert set(run) == LIST_ITEM_KEYS | {"error_code", "metadata", "tags", "project"}
+    assert set(run) == DETAIL_KEYS
     assert run["project"] == PROJECT
     assert run["state"] == "queued" and run["total_count"] is None and run["duration"] is None
+    assert run["failed_count"] is None and run["failed_count_after_snoozing"] is None
     assert (run["metadata"], run["tags"], run["error_code"]) == ({"k": "v"}, ["@a"], None)
+    assert (run["environment_id"], run["test_case_ids"], run["environment_variables_overrides"]) == (
+        1,
+        [],
+        [],
+    )
     assert body["data"]["test_run"]["flattenedSummaryDetails"] == []
     for path in ("/api/test-runs/2", "/api/test-runs/abc", "/api/test-runs/-1", "/api/test-runs/1.0"):
         assert client.get(path).status_code == 404
@@ -349,20 +305,6 @@ def test_flat_shape_has_the_same_run_fields(emu: Emulator, client: httpx.Client)
         Emulator(shape="Nested")
 
 
-def rows_of(client: httpx.Client, run_id: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = client.get(f"/api/test-runs/{run_id}").json()["data"]["test_run"][
-        "flattenedSummaryDetails"
-    ]
-    return rows
-
-
-def tally(rows: list[dict[str, Any]]) -> dict[str, int]:
-    return {
-        status: sum(1 for r in rows if r["status"] == status)
-        for status in ("passed", "failed", "flaky", "skipped")
-    }
-
-
 def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Client) -> None:
     outcomes = ("passed", "failed", "cancelled")
     emu.queue_runs(
@@ -381,16 +323,18 @@ def test_rows_match_the_counts_of_every_outcome(emu: Emulator, client: httpx.Cli
             "flaky": run["flaky_count"],
             "skipped": run["skipped_count"],
         }
+        assert run["failed_count_after_snoozing"] == run["failed_count"]  # nothing snoozed
         for row in rows:
             assert set(row) == ROW_KEYS and row["snooze_info"] == []
-            assert PW_ID.match(row["pw_test_id"]) and " \u203a " in row["name"]
+            assert PW_ID.match(row["pw_test_id"]) and row["test_project"] in ("chromium", "firefox")
+            assert row["nesting"][0].endswith(".spec.ts") and row["nesting"][-1] == row["name"]
             assert (row["slug"] is not None) == (row["status"] in ("failed", "flaky"))
-        assert len({r["name"] for r in rows}) == len(rows)
-    failed = [r["name"] for r in rows_of(client, 2) if r["status"] == "failed"]
-    assert failed == [
-        "onboarding \u203a shows only matching cards #21",
-        "checkout \u203a keeps items after reload #22",
-        "login \u203a updates the avatar #23",
+        assert len({r["pw_test_id"] for r in rows}) == len(rows)
+    failed = [(r["nesting"], r["test_project"]) for r in rows_of(client, 2) if r["status"] == "failed"]
+    assert failed == [  # the default failed run: the 21st to 23rd tests of the catalogue fail
+        (["search/filters.spec.ts", "filters", "clears all filters"], "chromium"),
+        (["search/results.spec.ts", "search results", "shows only matching cards"], "chromium"),
+        (["search/results.spec.ts", "search results", "paginates long results"], "chromium"),
     ]
     assert [r["pw_test_id"] for r in rows_of(client, 1)] == [r["pw_test_id"] for r in rows_of(client, 2)]
     assert tally(rows_of(client, 4)) == {"passed": 2, "failed": 1, "flaky": 2, "skipped": 1}
@@ -488,9 +432,20 @@ def test_cases_endpoint_lists_executed_tests(emu: Emulator, client: httpx.Client
     response = client.get("/api/v2/test-runs/1/cases")
     assert response.status_code == 200
     cases = response.json()["data"]
-    assert [{k: row[k] for k in ("pw_test_id", "name", "status")} for row in rows_of(client, 1)] == cases
+    keys = ("pw_test_id", "name", "status", "nesting")
+    assert [{k: row[k] for k in keys} for row in rows_of(client, 1)] == cases
     assert tally(cases) == {"passed": 20, "failed": 3, "flaky": 0, "skipped": 1}
-    assert client.get("/api/v2/test-runs/2/cases").json() == {"data": []}  # queued: nothing executed
+    assert response.json()["pagination"] == {"page": 1, "per_page": 200, "total": 24, "total_pages": 1}
+    paged = client.get("/api/v2/test-runs/1/cases", params={"per_page": 10, "page": 3}).json()
+    assert paged["data"] == cases[20:] and paged["pagination"] == {
+        "page": 3,
+        "per_page": 10,
+        "total": 24,
+        "total_pages": 3,
+    }
+    assert client.get("/api/v2/test-runs/1/cases", params={"per_page": 201}).status_code == 400
+    queued = {"data": [], "pagination": {"page": 1, "per_page": 200, "total": 0, "total_pages": 0}}
+    assert client.get("/api/v2/test-runs/2/cases").json() == queued  # queued: nothing executed
     assert client.get("/api/v2/test-runs/9/cases").status_code == 404
     assert client.get("/api/v2/test-runs/x/cases").status_code == 404
     assert client.post("/api/v2/test-runs/1/cases").status_code == 405
@@ -562,18 +517,17 @@ def test_list_filters_and_pagination(emu: Emulator, client: httpx.Client) -> Non
 
 
 def test_list_interval_environment_ids_and_empty_pages(emu: Emulator, client: httpx.Client) -> None:
-    from airflow_provider_empirical.emulator.models import ENVIRONMENTS
-
-    assert [(e["id"], e["slug"]) for e in ENVIRONMENTS] == [
-        (1, "production"),
-        (2, "staging"),
-        (3, "development"),
+    assert [(e["id"], e["slug"], e["is_disabled"]) for e in emu.environments] == [
+        (1, "production", False),
+        (2, "staging", False),
+        (3, "development", False),
+        (4, "legacy", True),
     ]
     emu.set_default_script(RunScript(queued_for=60))
     for environment in ("production", "staging", "development"):
         put(client, environment=environment)
-    emu._runs[1].created_wall -= 3 * 86400  # created three days ago
-    emu._runs[2].created_wall -= 10 * 86400
+    emu.age_run(1, 3 * 86400)  # created three days ago
+    emu.age_run(2, 10 * 86400)
 
     def ids(**params: Any) -> list[int]:
         response = client.get("/api/test-runs", params=params)
@@ -1223,6 +1177,58 @@ def test_control_api_drives_the_emulator(emu: Emulator, client: httpx.Client) ->
         assert control.get("/_emulator/runs").json() == [] and emu.requests == []
 
 
+DEFAULT_SWITCHES = {
+    "shape": "nested",
+    "list_environment_id": False,
+    "row_names": "title",
+    "snooze_info_details": False,
+    "snooze_counts": "live",
+    "snoozed_failures_pass": True,
+    "unknown_environment": "reject",
+    "environments_endpoint": True,
+    "analytics_endpoint": True,
+    "test_cases_sync_error": False,
+}
+
+
+def test_switches_from_python(emu: Emulator) -> None:
+    assert emu.switches == DEFAULT_SWITCHES
+    changed = emu.set_switches(snooze_counts="frozen", list_environment_id=True)
+    assert changed == {**DEFAULT_SWITCHES, "snooze_counts": "frozen", "list_environment_id": True}
+    for bad in ({"nope": True}, {"list_environment_id": 1}, {"snooze_counts": "later"}, {"shape": "deep"}):
+        with pytest.raises(ValueError):
+            emu.set_switches(**bad, row_names="title_path")
+    assert emu.switches["row_names"] == "title"  # a rejected change changes nothing
+    emu.set_shape("flat")
+    assert emu.switches["shape"] == "flat" == emu.shape
+    emu.reset()
+    assert emu.switches == DEFAULT_SWITCHES
+    with Emulator(api_keys={KEY: 1}, shape="flat", switches={"analytics_endpoint": False}) as other:
+        assert other.switches == {**DEFAULT_SWITCHES, "shape": "flat", "analytics_endpoint": False}
+        other.set_switches(analytics_endpoint=True, shape="nested")
+        other.reset()
+        assert other.switches["analytics_endpoint"] is False and other.shape == "flat"
+    with pytest.raises(ValueError, match="unknown switch"):
+        Emulator(switches={"colour": "blue"})
+
+
+def test_switches_from_the_control_api(emu: Emulator) -> None:
+    with new_client(emu.url, None) as control:
+        assert control.get("/_emulator/switches").json() == DEFAULT_SWITCHES
+        answer = control.post("/_emulator/switches", json={"row_names": "title_path", "shape": "flat"})
+        assert answer.json() == {
+            "ok": True,
+            "switches": {**DEFAULT_SWITCHES, "row_names": "title_path", "shape": "flat"},
+        }
+        assert emu.shape == "flat"
+        for bad in ({"nope": 1}, {"snooze_info_details": "true"}, [], {"row_names": None}):
+            response = control.post("/_emulator/switches", json=bad)
+            assert response.status_code == 400 and response.json()["error"]["message"], bad
+        assert control.delete("/_emulator/switches").status_code == 405
+        assert control.post("/_emulator/reset").status_code == 200
+        assert control.get("/_emulator/switches").json() == DEFAULT_SWITCHES
+
+
 def test_control_api_down() -> None:
     with Emulator(api_keys={KEY: 1}) as emu, new_client(emu.url, None, timeout=2) as control:
         assert control.post("/_emulator/down", json={"seconds": 0.3}).json() == {"ok": True}
@@ -1257,6 +1263,19 @@ def test_many_keep_alive_pollers(emu: Emulator, client: httpx.Client) -> None:
     assert time.monotonic() - started < 5
 
 
+def test_cli_rejects_a_bad_switch() -> None:
+    for argument in ("colour=blue", "list_environment_id=yes", "novalue"):
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow_provider_empirical.emulator", "--switch", argument],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert result.returncode == 2 and "--switch" in result.stderr, (argument, result.stderr)
+
+
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     process = subprocess.Popen(
@@ -1274,6 +1293,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             "0.1",
             "--shape",
             "flat",
+            "--switch",
+            "list_environment_id=true",
+            "--switch",
+            "unknown_environment=error_run",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -1292,6 +1315,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             assert put(client).status_code == 200
             assert time.monotonic() - started >= 0.1
             assert client.get("/api/test-runs/1").json()["data"]["test_run"]["id"] == 1  # flat
+            items = client.get("/api/test-runs").json()["data"]["test_runs"]["items"]
+            assert items[0]["environment_id"] == 1
+            assert put(client, environment="qa").status_code == 200  # the run errors instead
+            assert client.get("/_emulator/switches").json()["unknown_environment"] == "error_run"
             assert (
                 client.get("/api/test-runs/1", headers={"Authorization": "Bearer emulator-key"}).status_code
                 == 401
