@@ -88,6 +88,7 @@ def _build_facet_class() -> type[Any]:
         failedCount: int | None = attr.field(default=None)
         skippedCount: int | None = attr.field(default=None)
         flakyCount: int | None = attr.field(default=None)
+        failedCountAfterSnoozing: int | None = attr.field(default=None)
         durationMs: int | None = attr.field(default=None)
         errorCode: str | None = attr.field(default=None)
         rerunOf: int | None = attr.field(default=None)

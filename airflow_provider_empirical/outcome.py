@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow_provider_empirical.api.errors import (
@@ -20,7 +20,15 @@ from airflow_provider_empirical.api.errors import (
     EmpiricalTestRunFailed,
 )
 from airflow_provider_empirical.api.test_runs import TestCase, TestRun, is_terminal
-from airflow_provider_empirical.api.verdict import OUTCOMES, Outcome, Policy, describe, judge, outcome_of
+from airflow_provider_empirical.api.verdict import (
+    OUTCOMES,
+    Outcome,
+    Policy,
+    Verdict,
+    describe,
+    judge,
+    outcome_of,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_empirical.hooks.empirical import EmpiricalHook
@@ -49,11 +57,10 @@ class WaitEvent(TypedDict):
     message: str
 
 
-def finished_event(run: TestRun, url: str | None) -> WaitEvent:
-    """The event for a run in a terminal state."""
-    return WaitEvent(
-        status=outcome_of(run), test_run_id=run["id"], test_run=run, url=url, message=describe(run, url)
-    )
+def finished_event(run: TestRun, url: str | None, policy: Policy | None = None) -> WaitEvent:
+    """The event for a run in a terminal state (its status as `policy` counts failures)."""
+    status = outcome_of(run, (policy or Policy()).honor_snoozes)
+    return WaitEvent(status=status, test_run_id=run["id"], test_run=run, url=url, message=describe(run, url))
 
 
 def last_poll_margin(now: float, end_time: float) -> float:
@@ -101,6 +108,7 @@ class Waiter:
         *,
         max_strikes: int = MAX_STRIKES,
         created_at: float | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.clock = clock  # wall-clock epoch seconds; injectable so the rules are tested without sleeping
         self.test_run_id = test_run_id
@@ -110,6 +118,7 @@ class Waiter:
         self.log = log
         self.not_found_until = created_at + NOT_FOUND_GRACE if created_at is not None else None
         self.margin = last_poll_margin(clock(), end_time)
+        self.policy = policy
         self.last: TestRun | None = None
         self.seen = False  # the run was read at least once (a 404 then means it is gone)
         self.strikes = 0  # contract mismatches or permanent-looking transport failures in a row
@@ -125,7 +134,7 @@ class Waiter:
             self.strikes = 0
             self.seen = True
             if is_terminal(result):
-                return finished_event(result, self.url)
+                return finished_event(result, self.url, self.policy)
             if self.last is None or self.last["state"] != result["state"]:  # not a line per poll
                 self.log.info("%s", describe(result, self.url))
             self.last = result
@@ -184,6 +193,7 @@ def wait_for_test_run(
     log: logging.Logger | Any,
     first_delay: float = 0.0,
     created_at: float | None = None,
+    policy: Policy | None = None,
 ) -> WaitEvent:
     """Poll until the run ends or `end_time` (epoch seconds) passes; transient errors never end it.
 
@@ -191,7 +201,7 @@ def wait_for_test_run(
     project's slug). `created_at` (epoch seconds), when the caller just created the run, lets a
     404 from read-after-write lag pass for a moment.
     """
-    waiter = Waiter(test_run_id, url, poll_interval, end_time, log, created_at=created_at)
+    waiter = Waiter(test_run_id, url, poll_interval, end_time, log, created_at=created_at, policy=policy)
     step: WaitEvent | float = min(first_delay, max(0.0, end_time - waiter.margin - time.time()))
     while not isinstance(step, dict):
         time.sleep(step)
@@ -216,9 +226,10 @@ async def await_test_run(
     log: logging.Logger | Any,
     first_delay: float = 0.0,
     created_at: float | None = None,
+    policy: Policy | None = None,
 ) -> WaitEvent:
     """Async twin of `wait_for_test_run`, used by the trigger."""
-    waiter = Waiter(test_run_id, url, poll_interval, end_time, log, created_at=created_at)
+    waiter = Waiter(test_run_id, url, poll_interval, end_time, log, created_at=created_at, policy=policy)
     step: WaitEvent | float = min(first_delay, max(0.0, end_time - waiter.margin - time.time()))
     while not isinstance(step, dict):
         await asyncio.sleep(step)
@@ -242,11 +253,21 @@ def _cadence(step: WaitEvent | float, started: float) -> WaitEvent | float:
 
 # -- the end of a wait, in the task --
 
+_INTERNAL = ("failed_rows", "snoozed_rows")  # parser bookkeeping, not part of a summary
 
-def summary_of(event: WaitEvent) -> dict[str, Any]:
-    """What the task returns: the run's fields plus its URL and outcome."""
-    run = event.get("test_run") or {"id": event["test_run_id"]}
-    return {**run, "url": event.get("url"), "outcome": event["status"]}
+
+def summary_of(event: WaitEvent, verdict: Verdict | None = None) -> dict[str, Any]:
+    """What the task returns: the run's fields, its URL and outcome, and with a verdict the tests
+    as the policy counts them (`failed_tests`: failures that count; `snoozed_tests`)."""
+    run: dict[str, Any] = dict(event.get("test_run") or {"id": event["test_run_id"]})
+    for key in _INTERNAL:
+        run.pop(key, None)
+    summary = {**run, "url": event.get("url"), "outcome": event["status"]}
+    if verdict is not None:
+        summary["outcome"] = verdict.outcome
+        summary["failed_tests"] = verdict.failures.counted
+        summary["snoozed_tests"] = verdict.failures.snoozed
+    return summary
 
 
 def validate_event(event: Any) -> WaitEvent:
@@ -257,62 +278,77 @@ def validate_event(event: Any) -> WaitEvent:
     return event  # type: ignore[return-value]
 
 
-def judged(event: WaitEvent, policy: Policy) -> WaitEvent:
-    """The event with its outcome decided by the verdict, when it carries a finished run.
+def verdict_of(event: WaitEvent, policy: Policy) -> Verdict | None:
+    """The task's own verdict on the event's run, when the event carries a finished run.
 
     A trigger from another release (or with other flags) may have judged it differently: the
-    task's own verdict is the one that counts.
+    task's policy is the one that counts. None for a timeout or an error without a run.
     """
     run = event.get("test_run")
     if run and is_terminal(run) and event["status"] != "timeout":
-        return {**event, "status": judge(run, policy).outcome}
-    return event
+        return judge(run, policy)
+    return None
 
 
-def log_failed_tests(run: TestRun | None, log: logging.Logger | Any) -> str:
-    """Log every failed test, one per line (capped), and return the names for an error message."""
-    if not run or not run.get("failed_count"):
+def log_tests(run: TestRun | None, verdict: Verdict, log: logging.Logger | Any) -> str:
+    """Log the failures that count, then the snoozed ones, then the flaky ones, one per line
+    (capped); return the counted failures' names for an error message."""
+    if not run or (not run.get("failed_count") and not run.get("flaky_count")):
         return ""
-    failed: list[TestCase] | None = run.get("failed_tests")
-    if failed is None:
+    failures = verdict.failures
+    if run.get("failed_count") and failures.counted is None:
         log.warning(
             "The API answer for test run %s carried no per-test rows: failed test names are not "
             "available, only the counts.",
             run["id"],
         )
+    if failures.raw and not failures.basis.startswith(
+        ("failed_count_after", "the per-test", "every failure counts")
+    ):
+        log.warning("Test run %s: %s", run["id"], failures.basis)
+    counted = failures.counted or []
+    if counted:
+        log.error("Failed tests that count in Empirical test run %s (%d):", run["id"], failures.count)
+        for case in counted[:LOGGED_TESTS]:
+            log.error("  FAILED %s [%s]%s", case["name"], case["status"], _where(case))
+        if len(counted) > LOGGED_TESTS:
+            log.error("  ... and %d more", len(counted) - LOGGED_TESTS)
+    for case in [c for c in failures.snoozed or [] if c not in counted][:LOGGED_TESTS]:
+        snooze: Mapping[str, Any] = case.get("snooze") or {}
+        until = f"until {snooze.get('snooze_until')}" if snooze.get("snooze_until") else "by a snooze"
+        about = f", {snooze['description']}" if snooze.get("description") else ""
+        log.warning("  SNOOZED %s (snoozed %s%s)%s", case["name"], until, about, _where(case))
+    for case in (run.get("flaky_tests") or [])[:LOGGED_TESTS]:
+        log.warning("  FLAKY  %s%s", case["name"], _where(case))
+    if not counted:
         return ""
-    if not failed:
-        return ""
-    log.error("Failed tests in Empirical test run %s (%d):", run["id"], len(failed))
-    for case in failed[:LOGGED_TESTS]:
-        log.error("  FAILED %s [%s]%s", case["name"], case["status"], _pw_id(case))
-    if len(failed) > LOGGED_TESTS:
-        log.error("  ... and %d more", len(failed) - LOGGED_TESTS)
-    for case in run.get("flaky_tests") or []:
-        log.warning("  FLAKY  %s%s", case["name"], _pw_id(case))
-    names = ", ".join(repr(case["name"]) for case in failed[:NAMED_TESTS])
-    more = f" and {len(failed) - NAMED_TESTS} more" if len(failed) > NAMED_TESTS else ""
+    names = ", ".join(repr(case["name"]) for case in counted[:NAMED_TESTS])
+    more = f" and {len(counted) - NAMED_TESTS} more" if len(counted) > NAMED_TESTS else ""
     return f". Failed tests: {names}{more}"
 
 
-def _pw_id(case: TestCase) -> str:
+def _where(case: TestCase) -> str:
+    """Where to look: the test's own page, else its Playwright id."""
+    if case.get("url"):
+        return f" {case['url']}"
     return f" ({case['pw_test_id']})" if case.get("pw_test_id") else ""
 
 
 def resolve(event: Any, policy: Policy, *, log: logging.Logger | Any) -> dict[str, Any]:
     """Judge the final event with `policy`: the task's return value, or the task fails with why."""
-    event = judged(validate_event(event), policy)
-    status = event["status"]
-    run = event.get("test_run")
-    message = str(event.get("message") or f"Empirical test run {event['test_run_id']}: {status}")
-    names = log_failed_tests(run, log) if status == "failed" else ""
-    verdict = judge(run, policy) if run and is_terminal(run) and status != "timeout" else None
-    if verdict is not None and verdict.passes:
-        if status == "success":
+    event = validate_event(event)
+    message = str(event.get("message") or f"Empirical test run {event['test_run_id']}: {event['status']}")
+    verdict = verdict_of(event, policy)
+    if verdict is None:  # a timeout, or a wait that ended without a finished run
+        raise EmpiricalTestRunFailed(message)
+    names = log_tests(event.get("test_run"), verdict, log)
+    summary = summary_of(event, verdict)
+    if verdict.passes:
+        if verdict.reason == "tests were executed and none failed":
             log.info("%s", message)
         else:
             log.warning("%s (not failing the task: %s)", message, verdict.reason)
-        return summary_of(event)
-    if status == "empty" and verdict is not None:
-        raise EmpiricalTestRunFailed(f"{message}. {verdict.reason}")
-    raise EmpiricalTestRunFailed(message + names)
+        return summary
+    if verdict.outcome in ("error", "cancelled", "unreadable"):
+        raise EmpiricalTestRunFailed(message)  # the message says why already
+    raise EmpiricalTestRunFailed(f"{message}. {verdict.reason[0].upper()}{verdict.reason[1:]}{names}")

@@ -29,11 +29,33 @@ def _kind(value: Any) -> str:
 
 def positive_int(value: Any, field: str) -> int:
     """An integer >= 1; digit strings from templates are accepted, bools and floats are not."""
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+    if (
+        isinstance(value, str)
+        and value.strip().isascii()
+        and value.strip().isdigit()
+        and len(value.strip()) <= 18
+    ):
         value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10**18:
+        raise _fail(field, "must be an integer >= 1 of at most 18 digits")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         shown = repr(value) if isinstance(value, (str, int, float, type(None))) else _kind(value)
         raise _fail(field, f"must be an integer >= 1, got {shown[:60]}")
+    return value
+
+
+def non_negative_int(value: Any, field: str) -> int:
+    """An integer >= 0; digit strings from templates are accepted, bools and floats are not."""
+    if (
+        isinstance(value, str)
+        and value.strip().isascii()
+        and value.strip().isdigit()
+        and len(value.strip()) <= 18
+    ):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        shown = repr(value) if isinstance(value, (str, int, float, type(None))) else _kind(value)
+        raise _fail(field, f"must be an integer >= 0, got {shown[:60]}")
     return value
 
 

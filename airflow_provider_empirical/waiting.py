@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_empirical.errors import EmpiricalError
 from airflow_provider_empirical.links import DEFAULT_CONN_ID, TEST_RUN_ID_KEY, TEST_RUN_URL_KEY
-from airflow_provider_empirical.validation import boolean
+from airflow_provider_empirical.validation import boolean, non_negative_int
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -39,15 +39,28 @@ class BaseEmpiricalWaitOperator(BaseOperator):
     """Base of the tasks that wait for an Empirical test run and judge it.
 
     :param empirical_conn_id: connection of type ``empirical``.
-    :param fail_on_test_failure: fail the task when the run ends with failed tests.
+    :param fail_on_test_failure: fail the task when the run ends with failures that count (see
+        ``honor_snoozes`` and ``max_failed_tests``).
     :param fail_on_empty_run: fail the task when the run ended having executed no test.
+    :param honor_snoozes: judge the run as Empirical's dashboard does: a failure a snooze covers
+        does not count (read from ``failed_count_after_snoozing``, else the per-test rows'
+        ``snooze_info``; when neither can be read every failure counts). ``False``: every failure
+        counts.
+    :param max_failed_tests: how many failures that count are tolerated (templated; default 0).
+    :param fail_on_flaky: also fail when tests were flaky (passed on a retry).
     :param cancel_on_kill: cancel the run when the task is killed (marked failed or cleared while
         it waits, also while deferred on Airflow 3.3+).
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     """
 
     # The pass policy: each name is a parameter here and a field of `api.verdict.Policy`.
-    policy_fields: Sequence[str] = ("fail_on_test_failure", "fail_on_empty_run")
+    policy_fields: Sequence[str] = (
+        "fail_on_test_failure",
+        "fail_on_empty_run",
+        "honor_snoozes",
+        "max_failed_tests",
+        "fail_on_flaky",
+    )
     cancel_on_timeout = False  # the operator's parameter; a sensor never cancels on a timeout
 
     def __init__(
@@ -56,6 +69,9 @@ class BaseEmpiricalWaitOperator(BaseOperator):
         empirical_conn_id: str = DEFAULT_CONN_ID,
         fail_on_test_failure: bool = True,
         fail_on_empty_run: bool = True,
+        honor_snoozes: bool = True,
+        max_failed_tests: int | str = 0,
+        fail_on_flaky: bool = False,
         cancel_on_kill: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -64,6 +80,9 @@ class BaseEmpiricalWaitOperator(BaseOperator):
         self.empirical_conn_id = empirical_conn_id
         self.fail_on_test_failure = fail_on_test_failure
         self.fail_on_empty_run = fail_on_empty_run
+        self.honor_snoozes = honor_snoozes
+        self.max_failed_tests = max_failed_tests
+        self.fail_on_flaky = fail_on_flaky
         self.cancel_on_kill = cancel_on_kill
         self.deferrable = deferrable
         self.test_run_summary: dict[str, Any] | None = None  # the final run, for lineage
@@ -94,7 +113,11 @@ class BaseEmpiricalWaitOperator(BaseOperator):
         """The rendered pass policy, checked: a bad value fails here, naming the parameter."""
         from airflow_provider_empirical.api.verdict import Policy
 
-        return Policy(**{name: boolean(getattr(self, name), name) for name in self.policy_fields})
+        values: dict[str, Any] = {
+            name: (non_negative_int if name == "max_failed_tests" else boolean)(getattr(self, name), name)
+            for name in self.policy_fields
+        }
+        return Policy(**values)
 
     # -- the end of a wait --
 
@@ -107,15 +130,20 @@ class BaseEmpiricalWaitOperator(BaseOperator):
 
     def finish(self, context: Context, event: Any) -> dict[str, Any]:
         """Judge the final event (cancelling first on a timeout when asked); emit asset events."""
-        from airflow_provider_empirical.outcome import resolve, summary_of, validate_event
+        from airflow_provider_empirical.outcome import resolve, summary_of, validate_event, verdict_of
 
         event = dict(validate_event(event))
         policy = self.policy()
         if event["status"] == "timeout" and self.cancel_on_timeout:
             event = self._cancel_after_timeout(event)
-        if event["status"] == "failed" and event.get("test_run"):
-            event["test_run"] = self.hook.with_failed_tests(event["test_run"])
-        self.test_run_summary = summary_of(event)  # also when the task fails
+        run = event.get("test_run")
+        if run and run.get("failed_count") and run.get("failed_tests") is None:
+            run = event["test_run"] = self.hook.with_failed_tests(run)  # names (and snoozes, if the rows say)
+        if run and event.get("url"):  # the task's link knows the project's slug
+            from airflow_provider_empirical.api.test_runs import link_tests
+
+            link_tests(run, event["url"])
+        self.test_run_summary = summary_of(event, verdict_of(event, policy))  # also when the task fails
         summary = resolve(event, policy, log=self.log)
         summary.update(self.summary_extras())
         if self.outlets:

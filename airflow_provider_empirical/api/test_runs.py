@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypedDict
+from urllib.parse import quote
 
 from airflow_provider_empirical.config import printable
 
@@ -37,7 +38,15 @@ ERROR_CODES = {
 }
 
 # The run's counts, named once: parser, summary, asset events, lineage and probe read this tuple.
-COUNTS = ("total_count", "success_count", "failed_count", "skipped_count", "flaky_count")
+# `failed_count_after_snoozing`: the failures no snooze covers, as Empirical's dashboard judges a run.
+COUNTS = (
+    "total_count",
+    "success_count",
+    "failed_count",
+    "skipped_count",
+    "flaky_count",
+    "failed_count_after_snoozing",
+)
 
 # Per-test statuses: Empirical's words (passed, failed, flaky, skipped), and Playwright's own
 # (timedOut, interrupted, expected, unexpected) in case an answer passes those through. Any other
@@ -49,15 +58,53 @@ NOT_RUN_STATUSES = frozenset({"skipped", "pending", "not_run"})
 KNOWN_STATUSES = PASSED_STATUSES | FAILED_STATUSES | FLAKY_STATUSES | NOT_RUN_STATUSES
 
 MAX_LISTED_TESTS = 1000  # bounds a trigger event / XCom; the counts stay exact
+
+# Every key this parser reads, at the run level and in a per-test row (camelCase twins too): the
+# probe lists what an answer carries beyond these, so a key holder learns what we ignore.
+READ_RUN_KEYS = frozenset(
+    {
+        "id",
+        "state",
+        *COUNTS,
+        "duration",
+        "error_code",
+        "errorCode",
+        "error",
+        "test_run_branch",
+        "environment_slug",
+        "environment_id",
+        "created_at",
+        "commit",
+        "build_url",
+        "build_branch",
+        "project",
+        "project_slug",
+        "flattenedSummaryDetails",
+        "flattened_summary_details",
+    }
+)
+READ_ROW_KEYS = frozenset({"name", "title", "status", "pw_test_id", "nesting", "test_project", "snooze_info"})
 MAX_TEXT = 500  # characters kept of any one string from an answer (a test title, a branch...)
 
 
-class TestCase(TypedDict):
+class Snooze(TypedDict):
+    """What a row's `snooze_info` says of the snooze that covers its failure (only the id is sure)."""
+
+    snooze_id: int | None
+    snooze_until: str | None
+    description: str | None
+
+
+class TestCase(TypedDict, total=False):
     """One test of a run, from the run answer's per-test rows."""
 
-    name: str
-    status: str
-    pw_test_id: str | None
+    name: str  # always set
+    status: str  # always set
+    pw_test_id: str | None  # always set
+    file: str | None  # the first element of `nesting`
+    project: str | None  # the Playwright project (`test_project`)
+    snooze: Snooze | None  # a snooze covers this failure (`snooze_info` not empty)
+    url: str | None  # the test's own page (video, trace), set by the hook
 
 
 class TestRun(TypedDict):
@@ -79,8 +126,12 @@ class TestRun(TypedDict):
     build_url: str | None
     build_branch: str | None
     project_slug: str | None
-    failed_tests: list[TestCase] | None  # None: the answer carried no per-test rows
+    failed_count_after_snoozing: int | None  # None: the answer does not say (or not readably)
+    environment_id: int | None
+    failed_tests: list[TestCase] | None  # every failed row, snoozed or not; None: no per-test rows
     flaky_tests: list[TestCase] | None
+    failed_rows: int | None  # how many failed rows the answer had (the lists are capped)
+    snoozed_rows: int | None  # how many of them a snooze covers
     unreadable: list[str]  # what could not be read: count fields, unknown per-test statuses
 
 
@@ -185,7 +236,7 @@ def _rows(levels: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
 
 
 def parse_test_cases(rows: list[dict[str, Any]], clean: Clean = printable) -> list[TestCase]:
-    """Per-test rows (`name`, `status`, `pw_test_id`) as TestCase dicts; nameless rows keep their id.
+    """Per-test rows as TestCase dicts; nameless rows keep their id.
 
     A row without a status gets the status "missing", which is not a known one.
     """
@@ -194,8 +245,29 @@ def parse_test_cases(rows: list[dict[str, Any]], clean: Clean = printable) -> li
         pw_test_id = _text(row.get("pw_test_id"), clean)
         name = _text(row.get("name"), clean) or _text(row.get("title"), clean) or pw_test_id
         status = _text(row.get("status"), clean) or "missing"
-        cases.append(TestCase(name=name or "(unnamed test)", status=status, pw_test_id=pw_test_id))
+        case = TestCase(name=name or "(unnamed test)", status=status, pw_test_id=pw_test_id)
+        nesting = row.get("nesting")
+        if isinstance(nesting, list) and nesting:
+            case["file"] = _text(nesting[0], clean)
+        if row.get("test_project") is not None:
+            case["project"] = _text(row.get("test_project"), clean)
+        snooze = _snooze_of(row.get("snooze_info"), clean)
+        if snooze is not None:
+            case["snooze"] = snooze
+        cases.append(case)
     return cases
+
+
+def _snooze_of(info: Any, clean: Clean) -> Snooze | None:
+    """The first snooze of a row's `snooze_info` (a list, non-empty when a snooze covers the row)."""
+    if not isinstance(info, list) or not info:
+        return None
+    first = _dict(info[0])
+    return Snooze(
+        snooze_id=int_or_none(first.get("snooze_id")),
+        snooze_until=_text(first.get("snooze_until"), clean),
+        description=_text(first.get("description"), clean),
+    )
 
 
 def status_in(case: TestCase, statuses: frozenset[str]) -> bool:
@@ -214,16 +286,20 @@ def parse_test_run(payload: Any, clean: Clean = printable) -> TestRun:
     for name in COUNTS:
         value = _pick(levels, name, _camel(name))
         counts[name] = int_or_none(value)
-        if value is not None and counts[name] is None:
-            unreadable.append(name)
+        if value is not None and counts[name] is None and name != "failed_count_after_snoozing":
+            unreadable.append(
+                name
+            )  # an unreadable after-snoozing count is only not used (raw failures count)
     state = _text(_pick(levels, "state"), clean) or "unknown"
     # per-test rows matter once the run has finished; parsing thousands of them on every poll of
     # a running one would be most of a trigger's CPU (docs/performance.md)
     rows = _rows(levels) if state in TERMINAL_STATES else None
     failed = flaky = None
+    snoozed_rows = None
     if rows is not None:
         cases = parse_test_cases(rows, clean)
         failed, flaky = _judge_rows(cases, counts, unreadable)
+        snoozed_rows = sum(1 for case in failed if case.get("snooze"))
     project = _dict(_pick(levels, "project"))
     return TestRun(
         id=run_id,
@@ -242,8 +318,12 @@ def parse_test_run(payload: Any, clean: Clean = printable) -> TestRun:
         build_url=_text(_pick(levels, "build_url", "buildUrl"), clean),
         build_branch=_text(_pick(levels, "build_branch", "buildBranch"), clean),
         project_slug=_text(project.get("slug"), clean) or _text(_pick(levels, "project_slug"), clean),
+        failed_count_after_snoozing=counts["failed_count_after_snoozing"],
+        environment_id=int_or_none(_pick(levels, "environment_id", "environmentId")),
         failed_tests=failed[:MAX_LISTED_TESTS] if failed is not None else None,
         flaky_tests=flaky[:MAX_LISTED_TESTS] if flaky is not None else None,
+        failed_rows=len(failed) if failed is not None else None,
+        snoozed_rows=snoozed_rows,
         unreadable=unreadable,
     )
 
@@ -276,6 +356,15 @@ def _judge_rows(
     if counts["failed_count"] is not None and len(failed) > counts["failed_count"]:
         counts["failed_count"] = len(failed)
     return failed, flaky
+
+
+def link_tests(run: TestRun, run_url: str) -> TestRun:
+    """Give each listed test its own page, as Empirical's own suite opens it (the video and trace):
+    `<run page>?test_id=<Playwright test id>`."""
+    for case in [*(run.get("failed_tests") or []), *(run.get("flaky_tests") or [])]:
+        if case.get("pw_test_id"):
+            case["url"] = f"{run_url}?test_id={quote(str(case['pw_test_id']), safe='')}"
+    return run
 
 
 def parse_cases_answer(payload: Any, clean: Clean = printable) -> list[TestCase]:

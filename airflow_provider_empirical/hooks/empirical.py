@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalValidationError
-from airflow_provider_empirical.api.test_runs import RunPage, TestRun, parse_time
+from airflow_provider_empirical.api.test_runs import RunPage, TestRun, link_tests, parse_time
 from airflow_provider_empirical.config import ApiConfig
 from airflow_provider_empirical.errors import EmpiricalTriggerUncertainError
 from airflow_provider_empirical.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -266,23 +266,23 @@ class EmpiricalHook(BaseHook):
                 config.dashboard_url,
             )
 
-    def _seen(self, run: TestRun) -> TestRun:
-        """Keep the project slug a run answer names (it saves the list call links would need)."""
+    def _seen(self, run: TestRun, config: ApiConfig) -> TestRun:
+        """Keep the project slug a run answer names (it saves the list call links would need), and
+        link each listed test to its own page."""
         if run.get("project_slug") and not self._project_slug:
             self._project_slug = run["project_slug"]
-        return run
+        return link_tests(run, config.run_url(run["id"], self._project_slug))
 
     # -- test runs --
 
     def get_test_run(self, test_run_id: int, *, deadline: float | None = None) -> TestRun:
         """Fetch a run. `deadline` (epoch seconds) bounds the request and its retries."""
-        return self._seen(self._run(operations.get_test_run(self.config, test_run_id), deadline))
+        return self._seen(self._run(operations.get_test_run(self.config, test_run_id), deadline), self.config)
 
     async def aget_test_run(self, test_run_id: int, *, deadline: float | None = None) -> TestRun:
         """Async twin of `get_test_run`, on the event loop's shared pool (release it with `aclose`)."""
-        return self._seen(
-            await self._arun(operations.get_test_run(await self.aconfig(), test_run_id), deadline)
-        )
+        config = await self.aconfig()
+        return self._seen(await self._arun(operations.get_test_run(config, test_run_id), deadline), config)
 
     def trigger_test_run(
         self, environment: str, *, extra_body: Mapping[str, Any] | None = None, **fields: Any
@@ -353,7 +353,7 @@ class EmpiricalHook(BaseHook):
         named, why_not = self._run(operations.failed_test_names(self.config, run))
         if why_not:
             self.log.info("No failed test names from %s", why_not)
-        return named
+        return self._seen(named, self.config)
 
     def list_test_runs(self, *, per_page: int = 100, **filters: Any) -> Iterator[TestRun]:
         """Yield the project's test runs, newest first, walking every page.

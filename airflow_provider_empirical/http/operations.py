@@ -131,8 +131,15 @@ def failed_test_names(config: ApiConfig, run: TestRun) -> Operation[tuple[TestRu
     failed = [case for case in cases if status_in(case, FAILED_STATUSES)]
     flaky = [case for case in cases if status_in(case, FLAKY_STATUSES)]
     named = TestRun(
-        **{**run, "failed_tests": failed[:MAX_LISTED_TESTS], "flaky_tests": flaky[:MAX_LISTED_TESTS]}
+        **{
+            **run,
+            "failed_tests": failed[:MAX_LISTED_TESTS],
+            "flaky_tests": flaky[:MAX_LISTED_TESTS],
+            "failed_rows": len(failed),
+            "snoozed_rows": sum(1 for case in failed if case.get("snooze")),
+        }
     )
+
     return named, None
 
 

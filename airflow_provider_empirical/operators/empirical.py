@@ -81,7 +81,7 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
         it started a full run instead.
     """
 
-    template_fields: Sequence[str] = (*TRIGGER_FIELDS, "extra_body")
+    template_fields: Sequence[str] = (*TRIGGER_FIELDS, "extra_body", *BaseEmpiricalWaitOperator.policy_fields)
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "build": "json",
         "metadata": "json",
@@ -166,7 +166,7 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
                 self.log.info("Test run %s, started by an earlier try, already ended well", previous["id"])
                 url = self.hook.test_run_url(previous["id"])
                 self.publish(context, previous["id"], url)
-                return self.finish(context, finished_event(previous, url))
+                return self.finish(context, finished_event(previous, url, policy))
             else:
                 test_run_id = self._start(context, body, store, previous=previous)["id"]
                 created_at = time.time()
@@ -327,6 +327,7 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
             end_time=end_time,
             log=self.log,
             created_at=created_at,
+            policy=self.policy(),
         )
         return self.finish(context, event)
 
@@ -344,7 +345,7 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
             self.log.warning("Could not check test run %s before deferring: %s", test_run_id, exc.message)
         else:
             if is_terminal(run):
-                return self.finish(context, finished_event(run, url))
+                return self.finish(context, finished_event(run, url, self.policy()))
         self.defer(
             trigger=EmpiricalTestRunTrigger(
                 test_run_id=test_run_id,
@@ -353,6 +354,7 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
                 poll_interval=self.poll_interval,
                 test_run_url=url,
                 created_at=created_at,
+                policy=self.policy().to_dict(),
                 cancel_on_kill=self.cancel_on_kill,
                 cancel_reason=f"Airflow task {self.dag_id}.{self.task_id} (DAG run {context.get('run_id')}) "
                 "was killed",

@@ -53,7 +53,13 @@ class EmpiricalTestRunSensor(BaseEmpiricalWaitOperator, BaseSensorOperator):
         and still count (default one hour).
     """
 
-    template_fields: Sequence[str] = ("test_run_id", "environment", "branch", "created_after")
+    template_fields: Sequence[str] = (
+        "test_run_id",
+        "environment",
+        "branch",
+        "created_after",
+        *BaseEmpiricalWaitOperator.policy_fields,
+    )
     operator_extra_links = (EmpiricalTestRunLink(),)
     ui_color = "#e8f4fd"
 
@@ -217,7 +223,13 @@ class EmpiricalTestRunSensor(BaseEmpiricalWaitOperator, BaseSensorOperator):
         strikes = 1 if self.mode == "reschedule" else MAX_STRIKES
         assert self.waited_run_id is not None
         return Waiter(
-            self.waited_run_id, None, float(self.poke_interval), float("inf"), self.log, max_strikes=strikes
+            self.waited_run_id,
+            None,
+            float(self.poke_interval),
+            float("inf"),
+            self.log,
+            max_strikes=strikes,
+            policy=self.policy(),
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
@@ -274,6 +286,7 @@ class EmpiricalTestRunSensor(BaseEmpiricalWaitOperator, BaseSensorOperator):
                 empirical_conn_id=self.empirical_conn_id,
                 poll_interval=float(self.poke_interval),
                 test_run_url=self._waiter.url,
+                policy=self.policy().to_dict(),
                 cancel_on_kill=self.cancel_on_kill,
                 cancel_reason=f"Airflow sensor {self.dag_id}.{self.task_id} was killed",
             ),

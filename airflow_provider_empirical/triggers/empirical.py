@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_empirical.api.verdict import Policy
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
 from airflow_provider_empirical.outcome import await_test_run
 
@@ -26,6 +27,8 @@ class EmpiricalTestRunTrigger(BaseTrigger):
     :param empirical_conn_id: connection of type ``empirical``.
     :param poll_interval: seconds between two status checks.
     :param test_run_url: the run's dashboard page, for messages (computed by the task).
+    :param policy: the task's pass policy (`api.verdict.Policy.to_dict()`), so the event's status
+        counts failures as the task will (the task judges the run again when it resumes).
     :param created_at: when the task created the run (epoch seconds), if it just did: a 404 from
         read-after-write lag then keeps the wait going for a moment.
     :param cancel_on_kill: on Airflow 3.3+, cancel the run when a user marks the deferred task
@@ -43,6 +46,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         cancel_on_kill: bool = False,
         cancel_reason: str | None = None,
         created_at: float | None = None,
+        policy: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.test_run_id = int(test_run_id)
@@ -53,6 +57,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_reason = cancel_reason
         self.created_at = float(created_at) if created_at is not None else None
+        self.policy = dict(policy) if policy else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -66,6 +71,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "cancel_reason": self.cancel_reason,
                 "created_at": self.created_at,
+                "policy": self.policy,
             },
         )
 
@@ -83,6 +89,7 @@ class EmpiricalTestRunTrigger(BaseTrigger):
                 # half of the interval keeps a thousand triggers deferred together from polling in waves
                 first_delay=self.poll_interval * random.uniform(0.5, 1.0),
                 created_at=self.created_at,
+                policy=Policy.from_dict(self.policy),
             )
         finally:
             await hook.aclose()

@@ -333,10 +333,12 @@ def test_every_connection_extra_is_documented() -> None:
 
 def test_every_summary_key_is_in_the_readme() -> None:
     from airflow_provider_empirical.api.test_runs import TestRun
+    from airflow_provider_empirical.outcome import _INTERNAL
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("## XCom and the extra link", 1)[1].split("\n## ", 1)[0]
-    for key in [*TestRun.__annotations__, "url", "outcome", "rerun_of"]:
+    keys = [key for key in TestRun.__annotations__ if key not in _INTERNAL]
+    for key in [*keys, "url", "outcome", "rerun_of", "snoozed_tests"]:
         assert f"`{key}`" in section, f"README's XCom section does not mention summary key `{key}`"
 
 

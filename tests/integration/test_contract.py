@@ -164,7 +164,12 @@ def test_failed_tests_are_listed_in_the_log_and_the_first_ten_named_in_the_error
         "name",
         "status",
         "pw_test_id",
+        "file",
+        "project",
+        "url",
     }
+    first = summary["failed_tests"][0]
+    assert first["url"] == f"{empirical_conn.url}/demo/test-runs/{run_id}?test_id={first['pw_test_id']}"
 
 
 @pytest.mark.parametrize("cases_endpoint", ["answers", "missing"])

@@ -58,6 +58,7 @@ def test_serializes_to_plain_json_without_secrets(empirical_conn: Emulator) -> N
         "cancel_on_kill",
         "cancel_reason",
         "created_at",
+        "policy",
     }
     assert EmpiricalTestRunTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert API_KEY not in json.dumps(kwargs) + repr(trigger)

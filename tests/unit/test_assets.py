@@ -25,6 +25,7 @@ SUMMARY: dict[str, Any] = {
     "failed_count": 0,
     "skipped_count": 1,
     "flaky_count": 1,
+    "failed_count_after_snoozing": 0,
     "duration": 12000,
     "error_code": None,
     "test_run_branch": "main",
@@ -43,6 +44,7 @@ EXPECTED = {
     "failed_count": 0,
     "skipped_count": 1,
     "flaky_count": 1,
+    "failed_count_after_snoozing": 0,
     "branch": "main",
     "environment": "production",
 }

@@ -17,7 +17,7 @@ from tests.unit.test_validation import BAD_TRIGGERS
 def test_every_api_field_is_a_template_field_assigned_verbatim() -> None:
     raw = {name: "{{ params.x }}" for name in (*TRIGGER_FIELDS, "extra_body")}
     op = EmpiricalTriggerTestRunOperator(task_id="t", **raw)
-    assert set(op.template_fields) == {*TRIGGER_FIELDS, "extra_body"}
+    assert set(op.template_fields) == {*TRIGGER_FIELDS, "extra_body", *op.policy_fields}
     assert all(getattr(op, name) == "{{ params.x }}" for name in raw)
 
 
@@ -35,7 +35,17 @@ def test_the_explicit_signatures_agree_with_the_one_table_of_fields() -> None:
         "tags",
     ]
     assert "test_case_ids" in TRIGGER_FIELDS
-    assert EmpiricalTestRunSensor.template_fields == ("test_run_id", "environment", "branch", "created_after")
+    assert EmpiricalTestRunSensor.template_fields == (
+        "test_run_id",
+        "environment",
+        "branch",
+        "created_after",
+        "fail_on_test_failure",
+        "fail_on_empty_run",
+        "honor_snoozes",
+        "max_failed_tests",
+        "fail_on_flaky",
+    )
 
 
 @pytest.mark.parametrize(
