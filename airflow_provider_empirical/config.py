@@ -234,7 +234,9 @@ class ApiConfig:
     def clean(self, text: str, limit: int | None = None) -> str:
         """Server text made safe for a log line or a message: the key removed FIRST, control
         characters escaped (no forged log lines, no terminal escapes), then cut to `limit`."""
-        safe = printable(self.redact(text))
+        # redacted again after escaping: a key holding a backslash and "n" could be rebuilt from a
+        # real newline in the text
+        safe = self.redact(printable(self.redact(text)))
         return safe if limit is None or len(safe) <= limit else safe[: max(0, limit - 3)] + "..."
 
 

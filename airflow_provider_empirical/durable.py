@@ -11,6 +11,7 @@ What is stored, and why:
   before a trigger request leaves, so that a try that died mid-request is not followed by a
   second run.
 - `ChoiceStore`: the run a sensor with filters chose, so that a reschedule does not switch runs.
+- `SnoozeStore`: the snooze the snooze operator created, so that a retry does not create another.
 
 A value that cannot be read (corrupt, or written by something else) is logged and forgotten:
 a stale memory must never block a task for good.
@@ -30,7 +31,15 @@ from airflow_provider_empirical.api.test_runs import int_or_none
 STORED_RUN_KEY = "empirical_test_run"
 TRIGGER_SENT_KEY = "empirical_trigger_sent"
 SENSOR_CHOICE_KEY = "empirical_sensor_choice"
+SNOOZE_KEY = "empirical_snooze"
+SNOOZE_SENT_KEY = "empirical_snooze_sent"
 NOT_FOUND_GRACE = 30.0  # a stored run younger than this that answers 404 is looked at again
+
+
+def body_digest(body: Mapping[str, Any]) -> str:
+    """A short digest of a request body."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def request_digest(body: Mapping[str, Any]) -> str:
@@ -39,8 +48,7 @@ def request_digest(body: Mapping[str, Any]) -> str:
     The try number in the metadata changes from try to try without changing what is asked.
     """
     metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "airflow_try_number"}
-    canonical = json.dumps({**body, "metadata": metadata}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return body_digest({**body, "metadata": metadata})
 
 
 @dataclass(frozen=True)
@@ -101,14 +109,56 @@ class RunStore:
 
     def trigger_sent(self) -> bool:
         """An earlier try sent a trigger request and never learned what came of it (it died)."""
-        return self._accessor.get(TRIGGER_SENT_KEY) is not None
+        return SendingMark(self._accessor, TRIGGER_SENT_KEY).set()
 
     def mark_sending(self, try_number: int) -> None:
         """Written right before a request that creates a run leaves; cleared once its answer is known."""
-        self._accessor.set(TRIGGER_SENT_KEY, {"at": time.time(), "try_number": try_number})
+        SendingMark(self._accessor, TRIGGER_SENT_KEY).mark(try_number)
 
     def clear_sending(self) -> None:
-        self._accessor.delete(TRIGGER_SENT_KEY)
+        SendingMark(self._accessor, TRIGGER_SENT_KEY).clear()
+
+
+class SendingMark:
+    """A mark written right before a request that creates something leaves, and cleared once its
+    answer (or a failure that proves nothing was created, or one the task reports) is known:
+    only a try that died mid-request leaves it behind."""
+
+    def __init__(self, accessor: Any, key: str) -> None:
+        self._accessor = accessor
+        self.key = key
+
+    def set(self) -> bool:
+        return self._accessor.get(self.key) is not None
+
+    def mark(self, try_number: int) -> None:
+        self._accessor.set(self.key, {"at": time.time(), "try_number": try_number})
+
+    def clear(self) -> None:
+        self._accessor.delete(self.key)
+
+
+class SnoozeStore:
+    """The snooze operator's memory across tries: the snooze it created, for the request it sent."""
+
+    def __init__(self, accessor: Any) -> None:
+        self._accessor = accessor
+        self.sending = SendingMark(accessor, SNOOZE_SENT_KEY)
+
+    @classmethod
+    def of(cls, context: Mapping[str, Any]) -> SnoozeStore | None:
+        accessor = context.get("task_state_store")
+        return cls(accessor) if accessor is not None else None
+
+    def created(self, digest: str) -> int | None:
+        """The snooze an earlier try created for the same request, if any."""
+        value = self._accessor.get(SNOOZE_KEY)
+        if not isinstance(value, dict) or value.get("digest") != digest:
+            return None
+        return int_or_none(value.get("id")) or None
+
+    def remember(self, snooze_id: int, digest: str) -> None:
+        self._accessor.set(SNOOZE_KEY, {"id": snooze_id, "digest": digest})
 
 
 class ChoiceStore:

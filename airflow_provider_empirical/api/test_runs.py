@@ -59,35 +59,14 @@ KNOWN_STATUSES = PASSED_STATUSES | FAILED_STATUSES | FLAKY_STATUSES | NOT_RUN_ST
 
 MAX_LISTED_TESTS = 1000  # bounds a trigger event / XCom; the counts stay exact
 
-# Every key this parser reads, at the run level and in a per-test row (camelCase twins too): the
-# probe lists what an answer carries beyond these, so a key holder learns what we ignore.
-READ_RUN_KEYS = frozenset(
-    {
-        "id",
-        "state",
-        *COUNTS,
-        "duration",
-        "error_code",
-        "errorCode",
-        "error",
-        "test_run_branch",
-        "environment_slug",
-        "environment_id",
-        "created_at",
-        "commit",
-        "build_url",
-        "build_branch",
-        "project",
-        "project_slug",
-        "flattenedSummaryDetails",
-        "flattened_summary_details",
-    }
-)
+# Every key this parser reads in a per-test row (READ_RUN_KEYS, below, at the run level with the
+# camelCase twins): the probe lists what an answer carries beyond these, so a key holder learns
+# what we ignore.
 READ_ROW_KEYS = frozenset({"name", "title", "status", "pw_test_id", "nesting", "test_project", "snooze_info"})
 MAX_TEXT = 500  # characters kept of any one string from an answer (a test title, a branch...)
 
 
-class Snooze(TypedDict):
+class SnoozeInfo(TypedDict):
     """What a row's `snooze_info` says of the snooze that covers its failure (only the id is sure)."""
 
     snooze_id: int | None
@@ -103,7 +82,7 @@ class TestCase(TypedDict, total=False):
     pw_test_id: str | None  # always set
     file: str | None  # the first element of `nesting`
     project: str | None  # the Playwright project (`test_project`)
-    snooze: Snooze | None  # a snooze covers this failure (`snooze_info` not empty)
+    snooze: SnoozeInfo | None  # the snooze that covers this failure; None: none; absent: the row does not say
     url: str | None  # the test's own page (video, trace), set by the hook
 
 
@@ -220,6 +199,14 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+_READ_SNAKE = (
+    "id", "state", *COUNTS, "duration", "error_code", "error", "test_run_branch", "environment_slug",
+    "environment_id", "created_at", "commit", "build_url", "build_branch", "project", "project_slug",
+    "flattened_summary_details",
+)  # fmt: skip
+READ_RUN_KEYS = frozenset({*_READ_SNAKE, *(_camel(name) for name in _READ_SNAKE), "flattenedSummaryDetails"})
+
+
 def _error_code(levels: list[dict[str, Any]], clean: Clean) -> str | None:
     """`error_code`, `errorCode` or `error.code`: the API does not document which one it uses."""
     code = _pick(levels, "error_code", "errorCode")
@@ -251,19 +238,18 @@ def parse_test_cases(rows: list[dict[str, Any]], clean: Clean = printable) -> li
             case["file"] = _text(nesting[0], clean)
         if row.get("test_project") is not None:
             case["project"] = _text(row.get("test_project"), clean)
-        snooze = _snooze_of(row.get("snooze_info"), clean)
-        if snooze is not None:
-            case["snooze"] = snooze
+        if "snooze_info" in row:  # present (even empty) means the row tells whether a snooze covers it
+            case["snooze"] = _snooze_of(row.get("snooze_info"), clean)
         cases.append(case)
     return cases
 
 
-def _snooze_of(info: Any, clean: Clean) -> Snooze | None:
+def _snooze_of(info: Any, clean: Clean) -> SnoozeInfo | None:
     """The first snooze of a row's `snooze_info` (a list, non-empty when a snooze covers the row)."""
     if not isinstance(info, list) or not info:
         return None
     first = _dict(info[0])
-    return Snooze(
+    return SnoozeInfo(
         snooze_id=int_or_none(first.get("snooze_id")),
         snooze_until=_text(first.get("snooze_until"), clean),
         description=_text(first.get("description"), clean),
@@ -299,7 +285,8 @@ def parse_test_run(payload: Any, clean: Clean = printable) -> TestRun:
     if rows is not None:
         cases = parse_test_cases(rows, clean)
         failed, flaky = _judge_rows(cases, counts, unreadable)
-        snoozed_rows = sum(1 for case in failed if case.get("snooze"))
+        if all("snooze" in case for case in failed):  # every failed row says whether it is snoozed
+            snoozed_rows = sum(1 for case in failed if case.get("snooze"))
     project = _dict(_pick(levels, "project"))
     return TestRun(
         id=run_id,

@@ -87,6 +87,12 @@ def failures_of(run: Mapping[str, Any], honor_snoozes: bool = True) -> Failures:
         return Failures(raw, raw, rows, snoozed, "every failure counts (honor_snoozes=False)")
     after = run.get("failed_count_after_snoozing")
     if after is not None:  # how Empirical's dashboard judges the run
+        if rows is not None and not any("snooze" in case for case in rows):
+            # rows that do not say which failures are snoozed (the cases endpoint): name them by the count
+            if after == 0:
+                unsnoozed, snoozed = [], rows
+            elif after < raw:
+                snoozed = None  # which of the rows count is not known: all are named
         return Failures(after, raw, unsnoozed, snoozed, "failed_count_after_snoozing")
     if rows is not None and run.get("failed_rows") == raw and run.get("snoozed_rows") is not None:
         return Failures(

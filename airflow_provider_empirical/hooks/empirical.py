@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalValidationError
+from airflow_provider_empirical.api.snoozes import Snooze, create_snooze_body, iso_utc
 from airflow_provider_empirical.api.test_runs import RunPage, TestRun, link_tests, parse_time
 from airflow_provider_empirical.config import ApiConfig
 from airflow_provider_empirical.errors import EmpiricalTriggerUncertainError
@@ -29,7 +30,7 @@ from airflow_provider_empirical.http import endpoints, operations
 from airflow_provider_empirical.http.operations import Operation
 from airflow_provider_empirical.http.protocol import Call, RetryPolicy
 from airflow_provider_empirical.links import DEFAULT_CONN_ID
-from airflow_provider_empirical.validation import boolean, trigger_request_body
+from airflow_provider_empirical.validation import boolean, positive_int, text, trigger_request_body
 
 if TYPE_CHECKING:
     from airflow_provider_empirical.http.aio import AsyncEmpiricalClient
@@ -424,6 +425,64 @@ class EmpiricalHook(BaseHook):
                 return run
         return None
 
+    # -- snoozes --
+
+    def create_snooze(
+        self,
+        test_ids: Sequence[str],
+        snooze_until: str | datetime,
+        *,
+        description: str | None = None,
+        created_by: str | None = None,
+        scoped_to_environment_id: int | None = None,
+        created_from_test_run_id: int | None = None,
+        before_send: Callable[[], None] | None = None,
+    ) -> Snooze:
+        """Snooze failures of `test_ids` until `snooze_until` (``POST /api/snoozes``).
+
+        In every environment, or only in `scoped_to_environment_id`. Never sent twice: any doubt
+        whether it created the snooze raises `EmpiricalTriggerUncertainError`.
+        """
+        until = (
+            iso_utc(snooze_until)
+            if isinstance(snooze_until, datetime)
+            else text(snooze_until, "snooze_until")
+        )
+        body = create_snooze_body(
+            test_ids,
+            until,
+            description=description,
+            created_by=created_by,
+            scoped_to_environment_id=positive_int(scoped_to_environment_id, "scoped_to_environment_id")
+            if scoped_to_environment_id is not None
+            else None,
+            created_from_test_run_id=positive_int(created_from_test_run_id, "created_from_test_run_id")
+            if created_from_test_run_id is not None
+            else None,
+        )
+        return self._run(operations.create_snooze(self.config, body), before_send=before_send)
+
+    def get_snooze(self, snooze_id: int) -> Snooze:
+        """One snooze (``GET /api/snoozes/{id}``)."""
+        return self._run(operations.get_snooze(self.config, snooze_id))
+
+    def expire_snooze(self, snooze_id: int) -> Snooze:
+        """End a snooze now (``PATCH /api/snoozes/{id}`` with ``expire_now``); harmless to repeat."""
+        return self._run(operations.update_snooze(self.config, snooze_id, {"expire_now": True}))
+
+    def list_snoozes(self, *, status: str = "active", environment_id: int | None = None) -> Iterator[Snooze]:
+        """Yield the project's snoozes: ``active`` (default), ``expired`` or ``all``, walking every page."""
+        if status not in ("active", "expired", "all"):
+            raise EmpiricalValidationError("`status` must be 'active', 'expired' or 'all'", field="status")
+        filters: dict[str, Any] = {"status": status}
+        if environment_id is not None:
+            filters["environment_id"] = positive_int(environment_id, "environment_id")
+        for number in range(1, MAX_PAGES + 1):
+            snoozes, pages = self._run(operations.list_snoozes_page(self.config, number, 100, filters))
+            yield from snoozes
+            if not snoozes or pages is None or number >= pages:
+                return
+
     def test_connection(self) -> tuple[bool, str]:
         """Prove the key with an authenticated call (the UI's Test button); never raises."""
         try:
@@ -437,11 +496,13 @@ class EmpiricalHook(BaseHook):
 
 
 def _uncertain(call: Call, reason: str) -> EmpiricalTriggerUncertainError:
+    what = call.creates or "test run"
     return EmpiricalTriggerUncertainError(
-        f"{reason}. A test run may have been created, so this request was not sent again, and this "
+        f"{reason}. A {what} may have been created, so this request was not sent again, and this "
         "task is failed without Airflow retries for the same reason (Empirical has no idempotency key: "
-        "a retry would start a second run). Look for the run in the Empirical dashboard or with "
-        "EmpiricalHook.list_test_runs(), then clear the task if you want a new one.",
+        f"a retry would create a second {what}). Look for it in the Empirical dashboard or with "
+        f"EmpiricalHook.{'list_snoozes' if what == 'snooze' else 'list_test_runs'}(), then clear the "
+        "task if you want a new one.",
         endpoint=call.endpoint,
     )
 

@@ -45,12 +45,12 @@ def list_test_runs(page: int, per_page: int, filters: Mapping[str, Any]) -> Call
 
 def trigger_test_run(body: Mapping[str, Any]) -> Call:
     """`PUT /api/test-runs`: creates a run, so it is never sent twice on a doubt."""
-    return Call("PUT", TEST_RUNS, body=body)
+    return Call("PUT", TEST_RUNS, body=body, creates="test run")
 
 
 def rerun_test_run(test_run_id: Any, body: Mapping[str, Any]) -> Call:
     """`POST .../re-run`: creates a run, like the trigger."""
-    return Call("POST", _path(TEST_RUN_RERUN, test_run_id, "test_run_id"), body=body)
+    return Call("POST", _path(TEST_RUN_RERUN, test_run_id, "test_run_id"), body=body, creates="test run")
 
 
 def cancel_test_run(test_run_id: Any, reason: str | None) -> Call:
@@ -61,3 +61,24 @@ def cancel_test_run(test_run_id: Any, reason: str | None) -> Call:
 
 def test_run_cases(test_run_id: Any) -> Call:
     return Call("GET", _path(TEST_RUN_CASES, test_run_id, "test_run_id"))
+
+
+# -- snoozes --
+
+
+def list_snoozes(page: int, per_page: int, filters: Mapping[str, Any]) -> Call:
+    return Call("GET", SNOOZES, params={**filters, "page": page, "per_page": per_page})
+
+
+def get_snooze(snooze_id: Any) -> Call:
+    return Call("GET", _path(SNOOZE, snooze_id, "snooze_id"))
+
+
+def create_snooze(body: Mapping[str, Any]) -> Call:
+    """`POST /api/snoozes`: creates a snooze, so it is never sent twice on a doubt."""
+    return Call("POST", SNOOZES, body=body, creates="snooze")
+
+
+def update_snooze(snooze_id: Any, body: Mapping[str, Any]) -> Call:
+    """`PATCH /api/snoozes/{id}`: sets fields (or `expire_now`), harmless to repeat."""
+    return Call("PATCH", _path(SNOOZE, snooze_id, "snooze_id"), body=body, repeatable=True)

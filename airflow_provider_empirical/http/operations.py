@@ -10,10 +10,11 @@ here only. Nothing here does I/O or imports Airflow.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeVar
 
 from airflow_provider_empirical.api.errors import EmpiricalContractError, EmpiricalError
+from airflow_provider_empirical.api.snoozes import Snooze, parse_snooze_answer, parse_snooze_page
 from airflow_provider_empirical.api.test_runs import (
     FAILED_STATUSES,
     FLAKY_STATUSES,
@@ -88,19 +89,22 @@ def list_test_runs_page(
         raise _contract(call, f"a list of test runs the provider can read: {exc}") from None
 
 
-def create_test_run(config: ApiConfig, call: Call) -> Operation[TestRun]:
-    """Send a call that creates a run (trigger, re-run); any doubt is flagged `may_have_created_run`.
-
-    A 2xx without a readable run may still have created one: it is flagged like a timeout.
-    The caller (the hook) turns a flagged error into `EmpiricalTriggerUncertainError`.
-    """
+def create(call: Call, parse: Callable[[Any], T]) -> Operation[T]:
+    """Send a call that creates something; a 2xx whose answer cannot be read is flagged
+    `may_have_created_run` like a timeout (the thing may exist all the same). The hook turns a
+    flagged error into `EmpiricalTriggerUncertainError`."""
     payload = yield call
     try:
-        return parse_test_run(payload, config.clean)
+        return parse(payload)
     except ValueError as exc:
-        error = _contract(call, f"a test run id ({exc})")
+        error = _contract(call, f"an answer the provider can read ({exc})")
         error.may_have_created_run = True
         raise error from None
+
+
+def create_test_run(config: ApiConfig, call: Call) -> Operation[TestRun]:
+    """Send a call that creates a run (trigger, re-run)."""
+    return create(call, lambda payload: parse_test_run(payload, config.clean))
 
 
 def cancel_test_run(test_run_id: int, reason: str | None) -> Operation[bool]:
@@ -136,7 +140,9 @@ def failed_test_names(config: ApiConfig, run: TestRun) -> Operation[tuple[TestRu
             "failed_tests": failed[:MAX_LISTED_TESTS],
             "flaky_tests": flaky[:MAX_LISTED_TESTS],
             "failed_rows": len(failed),
-            "snoozed_rows": sum(1 for case in failed if case.get("snooze")),
+            "snoozed_rows": sum(1 for case in failed if case.get("snooze"))
+            if all("snooze" in case for case in failed)
+            else None,
         }
     )
 
@@ -153,3 +159,40 @@ def project(config: ApiConfig) -> Operation[dict[str, Any]]:
         key: config.clean(value) if isinstance(value, str) else value
         for key, value in project_of(payload).items()
     }
+
+
+# -- snoozes --
+
+
+def create_snooze(config: ApiConfig, body: Mapping[str, Any]) -> Operation[Snooze]:
+    """`POST /api/snoozes`: never sent twice on a doubt."""
+    return create(endpoints.create_snooze(body), lambda payload: parse_snooze_answer(payload, config.clean))
+
+
+def get_snooze(config: ApiConfig, snooze_id: int) -> Operation[Snooze]:
+    call = endpoints.get_snooze(snooze_id)
+    payload = yield call
+    try:
+        return parse_snooze_answer(payload, config.clean)
+    except ValueError as exc:
+        raise _contract(call, f"a snooze the provider can read: {exc}") from None
+
+
+def update_snooze(config: ApiConfig, snooze_id: int, body: Mapping[str, Any]) -> Operation[Snooze]:
+    call = endpoints.update_snooze(snooze_id, body)
+    payload = yield call
+    try:
+        return parse_snooze_answer(payload, config.clean)
+    except ValueError as exc:
+        raise _contract(call, f"a snooze the provider can read: {exc}") from None
+
+
+def list_snoozes_page(
+    config: ApiConfig, page: int, per_page: int, filters: Mapping[str, Any]
+) -> Operation[tuple[list[Snooze], int | None]]:
+    call = endpoints.list_snoozes(page, per_page, filters)
+    payload = yield call
+    try:
+        return parse_snooze_page(payload, config.clean)
+    except ValueError as exc:
+        raise _contract(call, f"a list of snoozes the provider can read: {exc}") from None

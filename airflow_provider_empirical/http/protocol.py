@@ -61,6 +61,7 @@ class Call:
     params: Mapping[str, Any] | None = None
     body: Mapping[str, Any] | None = None
     repeatable: bool | None = field(default=None, kw_only=True)
+    creates: str | None = field(default=None, kw_only=True)  # what it creates ("test run"), for messages
 
     @property
     def endpoint(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -18,6 +19,7 @@ from airflow_provider_empirical.errors import (
     EmpiricalError,
     EmpiricalNotFoundError,
     EmpiricalTriggerUncertainError,
+    EmpiricalValidationError,
 )
 from airflow_provider_empirical.links import DEFAULT_CONN_ID, TEST_RUN_URL_KEY, EmpiricalTestRunLink
 from airflow_provider_empirical.validation import (
@@ -425,3 +427,162 @@ class EmpiricalCancelTestRunOperator(BaseOperator):
         else:
             self.log.info("Empirical test run %s had already ended: nothing to cancel. %s", test_run_id, url)
         return cancelled
+
+
+class EmpiricalSnoozeTestsOperator(BaseOperator):
+    """Snooze failing tests (``POST /api/snoozes``), e.g. after a person decided they are known issues.
+
+    Give either ``test_ids`` or ``test_run_id`` (that run's failures that still count, i.e. that no
+    snooze covers yet), and either ``snooze_for`` or ``snooze_until``. A run with nothing left to
+    snooze succeeds doing nothing and says so. Returns the snooze id (None when nothing was
+    snoozed). Bad input fails before any request, naming the parameter. Like a trigger, the POST is
+    never sent twice on a doubt; on Airflow 3.3 a retry returns the snooze an earlier try created.
+
+    :param test_ids: Playwright test ids to snooze (templated).
+    :param test_run_id: instead of ``test_ids``: snooze the failures of this ended run (templated),
+        e.g. the trigger task's ``test_run_id`` XCom.
+    :param snooze_for: how long: seconds or a ``timedelta`` (templated).
+    :param snooze_until: instead of ``snooze_for``: until when, an ISO 8601 time or a datetime
+        (templated).
+    :param description: why (templated); default: the DAG, run and task that snoozed them.
+    :param scope_to_environment: with ``test_run_id``: only in that run's environment, like the
+        dashboard's "Only snooze for <env>" (default). ``False``: in every environment.
+    :param empirical_conn_id: connection of type ``empirical``.
+    """
+
+    template_fields: Sequence[str] = ("test_ids", "test_run_id", "snooze_for", "snooze_until", "description")
+    operator_extra_links = (EmpiricalTestRunLink(),)
+    ui_color = "#fdf6e8"
+
+    def __init__(
+        self,
+        *,
+        test_ids: list[str] | None = None,
+        test_run_id: int | str | None = None,
+        snooze_for: float | timedelta | str | None = None,
+        snooze_until: str | datetime | None = None,
+        description: str | None = None,
+        scope_to_environment: bool = True,
+        empirical_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.test_ids = test_ids
+        self.test_run_id = test_run_id
+        self.snooze_for = snooze_for
+        self.snooze_until = snooze_until
+        self.description = description
+        self.scope_to_environment = scope_to_environment
+        self.empirical_conn_id = empirical_conn_id
+
+    def execute(self, context: Context) -> int | None:
+        from datetime import datetime, timezone
+
+        from airflow_provider_empirical.api.snoozes import snooze_until_of, test_ids_of
+        from airflow_provider_empirical.durable import SnoozeStore, body_digest
+        from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+        from airflow_provider_empirical.validation import positive_int, text
+
+        # every check before any request
+        given = [name for name in ("test_ids", "test_run_id") if getattr(self, name) not in (None, "", [])]
+        if len(given) != 1:
+            raise EmpiricalValidationError(
+                "give exactly one of `test_ids` (Playwright test ids) and `test_run_id` (snooze that run's "
+                f"failures); got {', '.join(f'`{n}`' for n in given) or 'neither'}",
+                field="test_ids",
+            )
+        test_ids = test_ids_of(self.test_ids) if self.test_ids not in (None, "", []) else None
+        run_id = positive_int(self.test_run_id, "test_run_id") if test_ids is None else None
+        until = snooze_until_of(
+            self.snooze_for,
+            self.snooze_until,
+            datetime.now(timezone.utc),
+            fields=("snooze_for", "snooze_until"),
+        )
+        scoped = boolean(self.scope_to_environment, "scope_to_environment")
+        ti = context["ti"]
+        description = (
+            text(self.description, "description")
+            if self.description is not None
+            else f"Snoozed by Airflow task {ti.dag_id}.{ti.task_id} (DAG run {ti.run_id})"
+        )
+        asked = (test_ids, run_id, str(self.snooze_for), str(self.snooze_until), description, scoped)
+        digest = body_digest({"asked": asked})  # what the task asks for, not the end it computes now
+        store = SnoozeStore.of(context)
+        if store is not None:
+            earlier = store.created(digest)
+            if earlier is not None:
+                self.log.info(
+                    "Snooze %s was created by an earlier try of this task: not creating another", earlier
+                )
+                return earlier
+            if store.sending.set():
+                store.sending.clear()  # said once: the next try (a user's clear) starts anew
+                raise EmpiricalTriggerUncertainError(
+                    "An earlier try of this task sent its snooze request and ended before it could record "
+                    "the snooze (the worker died or was killed). A snooze may exist, so no second one is "
+                    "created: look for it in the Empirical dashboard, then clear this task to start anew"
+                )
+        hook = EmpiricalHook(self.empirical_conn_id, deadline=time.time() + FINISH_SECONDS)
+        try:
+            environment_id = None
+            if run_id is not None:
+                context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=hook.test_run_url(run_id))
+                test_ids, environment_id = self._failures_of(hook, run_id, scoped)
+                if not test_ids:
+                    return None
+            assert test_ids is not None
+            mark = (lambda: store.sending.mark(ti.try_number)) if store is not None else None
+            try:
+                snooze = hook.create_snooze(
+                    test_ids,
+                    until,
+                    description=description,
+                    scoped_to_environment_id=environment_id,
+                    created_from_test_run_id=run_id,
+                    before_send=mark,
+                )
+            except EmpiricalError:
+                if store is not None:
+                    store.sending.clear()  # nothing created, or the failure says one may exist
+                raise
+            if store is not None:
+                store.remember(snooze["id"], digest)
+                store.sending.clear()
+        finally:
+            hook.close()
+        where = f" in environment {environment_id}" if environment_id is not None else " in every environment"
+        self.log.info("Snoozed %d test(s) until %s%s: snooze %s", len(test_ids), until, where, snooze["id"])
+        return snooze["id"]
+
+    def _failures_of(self, hook: Any, run_id: int, scoped: bool) -> tuple[list[str], int | None]:
+        """The Playwright ids of the run's failures that no snooze covers yet, and its environment."""
+        from airflow_provider_empirical.api.test_runs import is_terminal
+        from airflow_provider_empirical.api.verdict import failures_of
+
+        run = hook.get_test_run(run_id)
+        if not is_terminal(run):
+            raise EmpiricalError(
+                f"Empirical test run {run_id} is still {run['state']}: snooze its failures once it has ended"
+            )
+        if run.get("failed_count") and run.get("failed_tests") is None:
+            run = hook.with_failed_tests(run)
+        failures = failures_of(run, honor_snoozes=True)
+        if failures.raw and failures.counted is None:
+            raise EmpiricalError(
+                f"Empirical test run {run_id} has {failures.raw} failed test(s) but the API named none of "
+                "them: give `test_ids` instead"
+            )
+        ids = [str(case["pw_test_id"]) for case in failures.counted or [] if case.get("pw_test_id")]
+        if not ids:
+            self.log.info("Empirical test run %s has no failure left to snooze: nothing to do", run_id)
+            return [], None
+        environment_id = run.get("environment_id") if scoped else None
+        if scoped and environment_id is None:
+            raise EmpiricalValidationError(
+                f"Empirical test run {run_id}'s answer names no environment_id, so the snooze cannot be "
+                "scoped to its environment: set scope_to_environment=False to snooze in every environment",
+                field="scope_to_environment",
+            )
+        self.log.info("Snoozing %d failure(s) of test run %s: %s", len(ids), run_id, ", ".join(ids[:20]))
+        return ids, environment_id

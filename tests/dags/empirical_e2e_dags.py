@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import DAG, task
 
 from airflow_provider_empirical.operators.empirical import (
     EmpiricalCancelTestRunOperator,
+    EmpiricalSnoozeTestsOperator,
     EmpiricalTriggerTestRunOperator,
 )
 from airflow_provider_empirical.sensors.empirical import EmpiricalTestRunSensor
@@ -169,3 +170,32 @@ if Asset is not None:
         outlets=[Asset("empirical://demo/e2e/outlets")],
         build={"commit": "c0ffee", "version": "v-42"},
     )
+
+# -- the pass policy and snoozes (issue 23) --
+e2e_operator_raw_failures = operator_waits("e2e_operator_raw_failures", deferrable=False, honor_snoozes=False)
+e2e_operator_tolerant = operator_waits(
+    "e2e_operator_tolerant",
+    deferrable=True,
+    max_failed_tests="{{ params.max_failed }}",
+    params={"max_failed": 1},
+)
+e2e_operator_no_flaky = operator_waits("e2e_operator_no_flaky", deferrable=False, fail_on_flaky=True)
+
+with _dag("e2e_snooze_and_run_again") as e2e_snooze_and_run_again:
+    first = EmpiricalTriggerTestRunOperator(
+        task_id="run_tests",
+        environment="production",
+        wait_for_completion=True,
+        poll_interval=POLL,
+        fail_on_test_failure=False,  # a person (or this DAG) decides what to do with the failures
+    )
+    snooze = EmpiricalSnoozeTestsOperator(
+        task_id="snooze_failures",
+        test_run_id="{{ ti.xcom_pull(task_ids='run_tests', key='test_run_id') }}",
+        snooze_for=3600,
+        description="known issue, ticket QA-1",
+    )
+    again = EmpiricalTriggerTestRunOperator(
+        task_id="run_again", environment="production", wait_for_completion=True, poll_interval=POLL
+    )
+    first >> snooze >> again

@@ -49,6 +49,7 @@ ASSET_URI = "empirical://demo/production/regression"
 LINKED = {NIGHTLY: ["trigger_tests", "wait_for_tests"], SMOKE: ["smoke_tests"], RERUN: ["rerun_failed_tests"]}
 LINKED[WAIT] = ["wait_for_test_run"]
 RUN_FOR = 12.0  # seconds an emulated run lasts: deferred waits resume >= 10 s after deferring
+SNOOZED_TEST = "signs in with email"  # a test of the emulator's catalogue
 RUN_TIMEOUT = 120.0
 
 
@@ -105,6 +106,7 @@ class Batch:
         self.runs: dict[str, str] = {}  # dag id -> manual run id
         self.states: dict[str, str] = {}
         self.failing_nightly = ""
+        self.snoozed_nightly = ""  # its only failure is snoozed: it must pass, in the triggerer
         self.scheduled_nightly = ""
         self.source_run: dict[str, Any] = {}
         self.failed_source: dict[str, Any] = {}
@@ -122,6 +124,14 @@ def batch(stack: tuple[Deployment, EmulatorProcess]) -> Batch:
     # the nightly run triggered with {"environment": "development"} fails its tests
     emulator.control(
         "POST", "/_emulator/default-script", {**script, "outcome": "failed", "environment": "development"}
+    )
+    # ... and with {"environment": "staging"} its only failure is snoozed: Empirical shows it Passed.
+    # It ends later than the others, so its asset event does not race theirs.
+    snoozed = {"outcome": "failed", "total": 24, "failed_tests": [SNOOZED_TEST], "snoozed_tests": True}
+    emulator.control(
+        "POST",
+        "/_emulator/default-script",
+        {"queued_for": 0.5, "run_for": RUN_FOR + 5, **snoozed, "environment": "staging"},
     )
     # someone else's runs: one with failed tests to re-run, one to wait for across teams
     emulator.control("POST", "/_emulator/runs/queue", [{"queued_for": 0, "run_for": 0, "outcome": "failed"}])
@@ -156,14 +166,19 @@ def batch(stack: tuple[Deployment, EmulatorProcess]) -> Batch:
         for dag_id in EXAMPLES:
             result.runs[dag_id] = deployment.trigger(dag_id, confs.get(dag_id))
         result.failing_nightly = deployment.trigger(NIGHTLY, {"environment": "development"})
-        waits = [*result.runs.items(), (NIGHTLY, result.failing_nightly), (NIGHTLY, result.scheduled_nightly)]
+        result.snoozed_nightly = deployment.trigger(NIGHTLY, {"environment": "staging"})
+        waits = [
+            *result.runs.items(),
+            (NIGHTLY, result.failing_nightly),
+            (NIGHTLY, result.scheduled_nightly),
+            (NIGHTLY, result.snoozed_nightly),
+        ]
         for dag_id, run_id in waits:
             result.states[run_id] = deployment.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
 
         # the release DAG runs scheduled by the asset events of the nightly runs that passed
-        passed = [
-            r for r in (result.runs[NIGHTLY], result.scheduled_nightly) if result.states[r] == "success"
-        ]
+        nightlies = (result.runs[NIGHTLY], result.scheduled_nightly, result.snoozed_nightly)
+        passed = [r for r in nightlies if result.states[r] == "success"]
 
         def released() -> bool:
             events = [e for e in deployment.asset_events(ASSET_URI) if e["source_run_id"] in passed]
@@ -218,6 +233,18 @@ def test_every_example_succeeds_when_triggered_by_hand(batch: Batch) -> None:
         skipped = SKIPPED_WHEN_GREEN.get(dag_id, set())
         assert {task for task, state in states.items() if state != "success"} == skipped, (dag_id, states)
         assert all(states[task] == "skipped" for task in skipped), (dag_id, states)
+
+
+def test_a_nightly_whose_only_failure_is_snoozed_passes_in_the_triggerer(batch: Batch) -> None:
+    """As Empirical's dashboard shows it Passed (issue 23), through the real scheduler and triggerer."""
+    run_id = batch.snoozed_nightly
+    assert batch.states[run_id] == "success", batch.deployment.task_states(NIGHTLY, run_id)
+    summary = batch.deployment.xcoms(NIGHTLY, run_id, "wait_for_tests")["return_value"]
+    assert summary["outcome"] == "success" and summary["environment_slug"] == "staging"
+    assert (summary["failed_count"], summary["failed_count_after_snoozing"]) == (1, 0)
+    assert summary["failed_tests"] == [] and [t["name"] for t in summary["snoozed_tests"]] == [SNOOZED_TEST]
+    log = batch.deployment.task_log(NIGHTLY, run_id, "wait_for_tests")
+    assert f"SNOOZED {SNOOZED_TEST}" in log and "is snoozed, as Empirical judges it" in log
 
 
 def test_the_scheduled_nightly_run_succeeds_too(batch: Batch) -> None:
@@ -316,7 +343,7 @@ def test_release_reads_which_run_passed_from_the_event_extra(batch: Batch) -> No
     assert extra["outcome"] == "success" and extra["failed_count"] == 0
     passed_ids = {
         batch.deployment.xcoms(NIGHTLY, r, "trigger_tests")["test_run_id"]
-        for r in (nightly_run, batch.scheduled_nightly)
+        for r in (nightly_run, batch.scheduled_nightly, batch.snoozed_nightly)
     }
     for release_run in batch.release_runs:
         promoted = batch.deployment.xcoms(RELEASE, release_run, "promote")["return_value"]
@@ -332,7 +359,8 @@ def test_release_does_not_run_after_a_failed_nightly_suite(batch: Batch) -> None
     assert sent["environment_slug"] == "development" and sent["failed_count"] > 0
     assert [e for e in batch.events if e["source_run_id"] == failing] == []
     # events come only from the nightly runs that passed, and each makes at most one release run
-    assert {e["source_run_id"] for e in batch.events} == {batch.runs[NIGHTLY], batch.scheduled_nightly}
+    passed = {batch.runs[NIGHTLY], batch.scheduled_nightly, batch.snoozed_nightly}
+    assert {e["source_run_id"] for e in batch.events} == passed
     assert 1 <= len(batch.release_runs) <= len(batch.events)
     assert set(batch.release_runs.values()) == {"success"}
 

@@ -166,6 +166,7 @@ def test_failed_tests_are_listed_in_the_log_and_the_first_ten_named_in_the_error
         "pw_test_id",
         "file",
         "project",
+        "snooze",
         "url",
     }
     first = summary["failed_tests"][0]
