@@ -13,6 +13,7 @@ import subprocess
 import sys
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -439,6 +440,63 @@ def test_a_run_still_going_is_not_judged(
         "not judged: the run is started, not finished (probe a finished one with --run-id)"
     )
     assert env_key.count("GET", "/api/v2/") == 0
+
+
+# -- the documented samples are real reports -------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "contract-probe.md"
+DOC_URL = "http://127.0.0.1:8123"
+
+
+def doc_samples() -> list[str]:
+    """The fenced blocks of the doc's sample output section, in order."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("## Sample output", 1)[1].split("\n## ", 1)[0]
+    return [block.strip("\n") for block in section.split("```")[1::2]]
+
+
+@pytest.mark.parametrize(
+    ("sample", "answer_shape", "scenario"),
+    [
+        (0, "nested", "as served"),
+        (1, "flat", "as served"),
+        (2, "nested", "no snooze fields"),
+        (3, "nested", "no run"),
+    ],
+)
+def test_the_documented_samples_are_what_the_probe_prints(
+    env_key: Emulator,
+    sample: int,
+    answer_shape: str,
+    scenario: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/contract-probe.md shows real reports: the first whole, the others as excerpts whose
+    lines (between `...`) appear in this order in the report of the same scenario."""
+    env_key.set_shape(answer_shape)
+    start_scripted(env_key, RunScript(queued_for=0, run_for=0))
+    run_id = start_scripted(env_key, PARTLY_SNOOZED)
+    if scenario == "no snooze fields":
+        body, run = real_answer(env_key, run_id)
+        del run["failed_count_after_snoozing"]
+        for row in body["data"]["test_run"]["flattenedSummaryDetails"]:
+            del row["snooze_info"]
+        env_key.add_fault(path=f"/api/test-runs/{run_id}", status=200, body=body, times=-1)
+    elif scenario == "no run":
+        body = {"data": {"run": {"id": run_id}}, "meta": {}}
+        env_key.add_fault(path=f"/api/test-runs/{run_id}", status=200, body=body, times=-1)
+    _, out, _ = probe(capsys, caplog)
+    out = out.replace(env_key.url, DOC_URL).rstrip("\n")
+    documented = doc_samples()[sample]
+    if sample == 0:
+        assert documented == out
+        return
+    lines = out.splitlines()
+    at = 0
+    for line in (each for each in documented.splitlines() if each != "  ..."):
+        assert line in lines[at:], f"documented line {line!r} is not in the report (in order):\n{out}"
+        at = lines.index(line, at) + 1
 
 
 # -- the key and control characters in server text (issue 20.17 and 20.18) ------------------------
