@@ -12,7 +12,7 @@ It reads the answers with the provider's own code (`locate_run`, `parse_run_page
 `parse_test_run`, the per-test fallback of `http.operations`, `judge`), never a second parser.
 It prints keys, types and presence, never values (except run and environment ids, states,
 statuses, slugs and counts), never the key or any header. Every server-derived string goes
-through `ApiConfig.clean`: the key removed first, control characters escaped, then cut.
+through `ApiConfig.clean` (see `safe`): the key removed first, control characters escaped, then cut.
 Exit codes: 0 everything required was found, 1 something required is missing, 2 usage, auth or
 connection error.
 """
@@ -28,6 +28,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalTransportError
@@ -128,9 +129,16 @@ def kind(value: Any) -> str:
     return next((name for cls, name in names if isinstance(value, cls)), type(value).__name__)
 
 
+def safe(config: ApiConfig, text: str, limit: int | None = None) -> str:
+    """Server text made safe to show: `ApiConfig.clean` (the key removed, control characters
+    escaped, then cut), with the key removed once more before the cut, because escaping can write
+    it (a key holding a backslash and `n`, in a text holding it with a real newline there)."""
+    return config.clean(config.clean(text), limit)
+
+
 def quoted(config: ApiConfig, text: str) -> str:
     """A state, status or slug from the server: redacted, escaped, then cut (in that order)."""
-    return f"'{config.clean(text, VALUE_CHARS)}'"
+    return f"'{safe(config, text, VALUE_CHARS)}'"
 
 
 def shown(config: ApiConfig, name: str, value: Any) -> str:
@@ -144,7 +152,7 @@ def shown(config: ApiConfig, name: str, value: Any) -> str:
 
 def key_names(config: ApiConfig, keys: Iterable[Any]) -> list[str]:
     """Key names from the server, each cleaned and cut, sorted, without repeats."""
-    return sorted({config.clean(str(key), KEY_CHARS) for key in keys})
+    return sorted({safe(config, str(key), KEY_CHARS) for key in keys})
 
 
 def listing(names: Sequence[str], empty: str = "none") -> str:
@@ -171,7 +179,7 @@ def not_read(
 
 def unknown_states(report: Report, config: ApiConfig, section: str, states: list[Any]) -> None:
     odd = sorted(
-        {config.clean(s, VALUE_CHARS) for s in states if isinstance(s, str) and s not in KNOWN_STATES}
+        {safe(config, s, VALUE_CHARS) for s in states if isinstance(s, str) and s not in KNOWN_STATES}
     )
     if odd:
         report.add(section, "unknown state values", False, listing(odd))
@@ -211,13 +219,13 @@ def check_list(report: Report, config: ApiConfig, section: str, payload: Any) ->
         {"project", "test_runs"},
     )
     try:
-        page = parse_run_page(payload, config.clean)
+        page = parse_run_page(payload, partial(safe, config))
     except ValueError as exc:
         report.add(
             section,
             "parse_run_page",
             False,
-            f"cannot read the list: {config.clean(str(exc), TEXT_CHARS)}",
+            f"cannot read the list: {safe(config, str(exc), TEXT_CHARS)}",
             True,
         )
         return None
@@ -346,8 +354,8 @@ def check_rows(report: Report, config: ApiConfig, section: str, levels: Levels) 
     report.add(
         section, "row.snooze_info", all("snooze_info" in row for row in dicts), snooze_detail(config, dicts)
     )
-    cases = parse_test_cases(dicts, config.clean)  # statuses as the parser reads them
-    tally = Counter(config.clean(case["status"], VALUE_CHARS) for case in cases)
+    cases = parse_test_cases(dicts, partial(safe, config))  # statuses as the parser reads them
+    tally = Counter(safe(config, case["status"], VALUE_CHARS) for case in cases)
     report.info(section, "row statuses", ", ".join(f"{status} {n}" for status, n in sorted(tally.items())))
     unknown = Counter(quoted(config, case["status"]) for case in cases if not status_in(case, KNOWN_STATUSES))
     if unknown:
@@ -407,12 +415,12 @@ def check_cases(
 def check_parser(report: Report, config: ApiConfig, payload: Any) -> TestRun | None:
     """Does the provider's own parser read this answer?"""
     try:
-        run = parse_test_run(payload, config.clean)
+        run = parse_test_run(payload, partial(safe, config))
     except ValueError as exc:
-        report.parser = f"cannot read the run: {config.clean(str(exc), TEXT_CHARS)}"
+        report.parser = f"cannot read the run: {safe(config, str(exc), TEXT_CHARS)}"
         report.add("provider", "parse_test_run", False, report.parser, True)
         return None
-    report.parser = f"reads run {run['id']}, state {config.clean(run['state'], VALUE_CHARS)}"
+    report.parser = f"reads run {run['id']}, state {safe(config, run['state'], VALUE_CHARS)}"
     report.add("provider", "parse_test_run", True, report.parser)
     return run
 
@@ -440,7 +448,7 @@ def check_snoozes(report: Report, section: str, run: TestRun, rows: list[dict[st
 def check_judgement(report: Report, config: ApiConfig, run: TestRun) -> None:
     """How the provider would judge the run with the default policy (snoozes honoured)."""
     if not is_terminal(run):
-        state = config.clean(run["state"], VALUE_CHARS)
+        state = safe(config, run["state"], VALUE_CHARS)
         report.judgement = (
             f"not judged: the run is {state}, not finished (probe a finished one with --run-id)"
         )
@@ -451,7 +459,8 @@ def check_judgement(report: Report, config: ApiConfig, run: TestRun) -> None:
     count, raw = ("?" if n is None else str(n) for n in (failures.count, failures.raw))
     unreadable = "; ".join(run["unreadable"])
     why = f" (cannot read: {unreadable})" if unreadable else ""
-    report.judgement = config.clean(
+    report.judgement = safe(
+        config,
         f"{verdict.outcome}: a task would {'pass' if verdict.passes else 'fail'}, {verdict.reason}{why}; "
         f"failures that count: {count} of {raw} (basis: {failures.basis})",
         TEXT_CHARS * 2,
@@ -621,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = probe(config, args.run_id)
     except EmpiricalError as exc:
-        print(f"probe: {config.clean(explain(exc, config), TEXT_CHARS)}", file=sys.stderr)
+        print(f"probe: {safe(config, explain(exc, config), TEXT_CHARS)}", file=sys.stderr)
         return 2
     text = json.dumps(dataclasses.asdict(report), indent=2) if args.json else render(report)
     print(config.redact(text))  # every server string was cleaned already: this is a last guard

@@ -501,9 +501,12 @@ def test_the_documented_samples_are_what_the_probe_prints(
 
 # -- the key and control characters in server text (issue 20.17 and 20.18) ------------------------
 
-# A key with the two characters JSON escapes, so its JSON-escaped form differs from the raw one.
-ODD_KEY = 'emp-probe"Qz7\\k9d3e71-Xw'
+# A key with the two characters JSON escapes, so its JSON-escaped form differs from the raw one;
+# its backslash and `n` are also what escaping a newline writes, so a text holding the key with a
+# real newline there becomes the key once escaped (after the redaction looked for it).
+ODD_KEY = 'emp-probe"Qz7\\n9d3e71-Xw'
 ODD_FORMS = (ODD_KEY, json.dumps(ODD_KEY)[1:-1])
+UNESCAPED = ODD_KEY.replace("\\n", "\n")
 FORGED = "\nMarking task as SUCCESS\x1b[2J"
 
 
@@ -517,10 +520,15 @@ def hostile_answers(run_id: int) -> tuple[dict[str, object], dict[str, object]]:
     keep) and forged lines into key names, states, statuses, slugs and snooze_info keys."""
     raw, escaped = ODD_FORMS
     pad = "p" * 12
-    hostile_keys = {pad + raw: 1, pad + escaped: 2, "k" + FORGED: 3}
+    hostile_keys = {pad + raw: 1, pad + escaped: 2, "k" + FORGED: 3, pad * 2 + UNESCAPED: 4}
     item = {"id": run_id, "state": pad + raw, "total_count": 1, **hostile_keys}
     listed = {
-        "data": {"test_runs": {"items": [item, {**item, "state": pad + escaped}]}, "project": {"slug": raw}},
+        "data": {
+            "test_runs": {
+                "items": [item, {**item, "state": pad + escaped}, {**item, "state": pad + UNESCAPED}]
+            },
+            "project": {"slug": raw},
+        },
         "pagination": {"total_pages": 1},
         pad + raw: None,
     }
@@ -532,7 +540,7 @@ def hostile_answers(run_id: int) -> tuple[dict[str, object], dict[str, object]]:
         "project": {"slug": pad + escaped},
         **hostile_keys,
     }
-    rows = [row, {**row, "status": "x" + FORGED}]
+    rows = [row, {**row, "status": "x" + FORGED}, {**row, "status": pad + UNESCAPED}]
     answer = {"data": {"test_run": {"testRun": run, "flattenedSummaryDetails": rows, **hostile_keys}}}
     return listed, answer
 
