@@ -37,7 +37,7 @@ $(DSTAMP): pyproject.toml tests/distributed/constraints.txt
 	test -x $(DVENV)/bin/python || $(PYTHON) -m venv $(DVENV)
 	$(DVENV)/bin/python -m pip install -q --upgrade pip
 	$(DVENV)/bin/python -m pip install -q -c tests/distributed/constraints.txt "apache-airflow==$(AIRFLOW_VERSION)" \
-		apache-airflow-providers-celery psycopg2-binary pytest -e . --config-settings editable_mode=compat
+		apache-airflow-providers-celery psycopg2-binary asyncpg pytest -e . --config-settings editable_mode=compat
 	touch $@
 
 test-distributed: $(DSTAMP)
