@@ -271,7 +271,7 @@ class DistributedDeployment(Deployment):
         super().__init__(home, emulator_url, dags=dags)
         from cryptography.fernet import Fernet
 
-        result_backend = "db+" + postgres_url.replace("postgresql+psycopg2://", "postgresql://")
+        result_backend = "db+" + postgres_url  # the driver named: SQLAlchemy 2.1 defaults to psycopg 3
         python_path = os.pathsep.join(p for p in (str(TIER_DIR), os.environ.get("PYTHONPATH", "")) if p)
         self.env.update(
             {
