@@ -35,8 +35,11 @@ from typing import Any
 
 from airflow_provider_empirical.errors import EmpiricalError
 
-# How long the task instance's state may take to come back from the triggerer's supervisor.
-STATE_TIMEOUT = 10.0
+# Of the kill hook's budget, what the state question leaves for the cancel itself (one 503 with
+# Retry-After: 3 and a second attempt fit). The question may take the rest: the triggerer's
+# supervisor builds its in-process execution API client on the first request of its life, and
+# answers nothing meanwhile (3.6 s on an idle machine here, 7.6 s and over 10 s under load).
+CANCEL_RESERVE = 8.0
 # A pause before a retry (Retry-After or backoff) never leaves less than this for the last attempt.
 LAST_ATTEMPT = 2.0
 DEFAULT_BUDGET = 30.0  # [triggerer] on_kill_timeout's default
@@ -120,9 +123,8 @@ def verdict(state: str | _Unknown | None, ti: Any, fallback_reason: str | None) 
     )
 
 
-async def task_state(ti: Any, timeout: float | None = None) -> str | _Unknown | None:
+async def task_state(ti: Any, timeout: float) -> str | _Unknown | None:
     """The task instance's current state, asked through the 3.3 triggerer's supervisor channel."""
-    timeout = STATE_TIMEOUT if timeout is None else timeout
     try:
         from airflow.sdk.execution_time import task_runner
         from airflow.sdk.execution_time.comms import GetTaskStates
@@ -235,7 +237,10 @@ async def cancel_until(
 async def _kill(trigger: Any, started: float, deadline: float) -> None:
     log = trigger.log
     ti = getattr(trigger, "task_instance", None)
-    state: str | _Unknown | None = _Unknown("no task instance") if ti is None else await task_state(ti)
+    state: str | _Unknown | None = _Unknown("no task instance")
+    if ti is not None:
+        state = await task_state(ti, timeout=max(1.0, deadline - time.time() - CANCEL_RESERVE))
+        log.info("Task state %r read %.1f s after the kill", state, time.monotonic() - started)
     decision = verdict(state, ti, trigger.cancel_reason)
     if not decision.cancel:
         log.warning("Not cancelling Empirical test run %s: %s", trigger.test_run_id, decision.reason)

@@ -245,12 +245,12 @@ def test_when_the_state_cannot_be_read_the_run_is_left_going_and_the_log_says_so
 def test_a_slow_state_answer_is_bounded(
     empirical_conn: Emulator, supervisor: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kill, "STATE_TIMEOUT", 0.5)
+    """The question may take the budget less CANCEL_RESERVE, then the run is left going (unknown)."""
+    monkeypatch.setattr(kill, "budget_seconds", lambda: kill.CANCEL_RESERVE + 2)
     run_id = start_run(empirical_conn)
     supervisor("failed", delay=30)
-    started = time.monotonic()
-    asyncio.run(airflow_loop(trigger_for(run_id)))
-    assert time.monotonic() - started < 10
+    timing = asyncio.run(airflow_loop(trigger_for(run_id)))
+    assert 1.5 <= timing["done"] < 4
     assert cancels(empirical_conn, run_id) == []
 
 
