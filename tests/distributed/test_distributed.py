@@ -200,13 +200,8 @@ def tier(request: pytest.FixtureRequest) -> Iterator[Tier]:
         postgres.start()
         redis.start()
         emulator.start()
-        # runs end when the test says so; the nightly run asked for "development" fails by itself
+        # runs end only when the test says so (`Tier.finish`)
         emulator.control("POST", "/_emulator/default-script", {"queued_for": 0.5, "outcome": "never"})
-        emulator.control(
-            "POST",
-            "/_emulator/default-script",
-            {"queued_for": 0.5, "run_for": 40, "outcome": "failed", "environment": "development"},
-        )
         dags = [*sorted((TIER_DIR / "dags").glob("*.py"))]
         dags += [ROOT / "example_dags" / f"{NIGHTLY}.py", ROOT / "example_dags" / f"{RELEASE}.py"]
         deployment = DistributedDeployment(
@@ -239,6 +234,31 @@ def tier(request: pytest.FixtureRequest) -> Iterator[Tier]:
             print(f"\n[distributed] logs kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Phase1Order:
+    """Who waits for whom in phase 1, so scenarios that share the deployment do not interfere.
+
+    A Celery worker SIGKILLed while tasks wait in its prefetch loses them until Redis's
+    visibility timeout (24 h by default; docs/deployment.md), so the worker is killed only once
+    every other wait is deferred, and runs end (tasks resume) only after that kill. The triggerer
+    is killed only after scenario 3's kill hook is done (it would die with the triggerer).
+    """
+
+    WAIT = 300.0
+
+    def __init__(self) -> None:
+        self.ready = {name: threading.Event() for name in ("s1", "s3", "s4", "s5")}
+        self.worker_killed = threading.Event()
+        self.mark_done = threading.Event()
+
+    def after(self, what: str, *events: threading.Event) -> None:
+        for event in events:
+            if not event.wait(self.WAIT):
+                raise TimeoutError(f"waited {self.WAIT:.0f} s for {what}")
+
+    def all_ready(self) -> None:
+        self.after("every phase-1 wait to be deferred or polling", *self.ready.values())
 
 
 def run_concurrently(
@@ -285,17 +305,17 @@ def phase1(tier: Tier) -> dict[str, Any]:
         NIGHTLY: deployment.trigger(NIGHTLY),
         "failing_nightly": deployment.trigger(NIGHTLY, {"environment": "development"}),
     }
-    mark_done = threading.Event()
+    order = Phase1Order()
     started = time.monotonic()
     results = run_concurrently(
         {
-            "scenario 1 (triggerer SIGKILLed)": lambda: triggerer_killed(tier, runs[DEFERRED], mark_done),
-            "scenario 3 (marked failed, cancel 503 then 200)": lambda: marked_failed(
-                tier, runs[MARK], mark_done
+            "scenario 1 (triggerer SIGKILLed)": lambda: triggerer_killed(tier, runs[DEFERRED], order),
+            "scenario 3 (marked failed, cancel 503 then 200)": lambda: marked_failed(tier, runs[MARK], order),
+            "scenario 4 (Celery worker SIGKILLed while polling)": lambda: worker_killed(
+                tier, runs[POLLING], order
             ),
-            "scenario 4 (Celery worker SIGKILLed while polling)": lambda: worker_killed(tier, runs[POLLING]),
             "scenario 5 (asset-scheduled release)": lambda: nightly_and_release(
-                tier, runs[NIGHTLY], runs["failing_nightly"]
+                tier, runs[NIGHTLY], runs["failing_nightly"], order
             ),
         }
     )
@@ -303,9 +323,10 @@ def phase1(tier: Tier) -> dict[str, Any]:
     return results
 
 
-def marked_failed(tier: Tier, run_id: str, done: threading.Event) -> dict[str, Any]:
+def marked_failed(tier: Tier, run_id: str, order: Phase1Order) -> dict[str, Any]:
     try:
         tier.wait_deferred_and_held(MARK, run_id, 1)
+        order.ready["s3"].set()
         (test_run,) = tier.runs_of(MARK, run_id).values()
         path = f"/api/test-runs/{test_run['id']}/cancel"
         fault = {"method": "POST", "path": path, "status": 503, "times": 1}
@@ -336,13 +357,18 @@ def marked_failed(tier: Tier, run_id: str, done: threading.Event) -> dict[str, A
             "task_state": ti["state"],
         }
     finally:
-        done.set()
+        order.ready["s3"].set()
+        order.mark_done.set()
 
 
-def triggerer_killed(tier: Tier, run_id: str, mark_done: threading.Event) -> dict[str, Any]:
+def triggerer_killed(tier: Tier, run_id: str, order: Phase1Order) -> dict[str, Any]:
     deployment = tier.deployment
-    tier.wait_deferred_and_held(DEFERRED, run_id, TASKS)
-    mark_done.wait(timeout=180)  # scenario 3's kill hook runs on a triggerer: let it finish first
+    try:
+        tier.wait_deferred_and_held(DEFERRED, run_id, TASKS)
+    finally:
+        order.ready["s1"].set()
+    # scenario 3's kill hook runs on a triggerer: let it finish first; resume tasks after the worker kill
+    order.after("scenario 3's cancel and scenario 4's worker kill", order.mark_done, order.worker_killed)
     holders = tier.holders(DEFERRED, run_id)
     per_triggerer = Counter(holders.values())
     victim = per_triggerer.most_common(1)[0][0]
@@ -384,7 +410,15 @@ def triggerer_killed(tier: Tier, run_id: str, mark_done: threading.Event) -> dic
     }
 
 
-def worker_killed(tier: Tier, run_id: str) -> dict[str, Any]:
+def worker_killed(tier: Tier, run_id: str, order: Phase1Order) -> dict[str, Any]:
+    try:
+        return _worker_killed(tier, run_id, order)
+    finally:
+        order.ready["s4"].set()
+        order.worker_killed.set()
+
+
+def _worker_killed(tier: Tier, run_id: str, order: Phase1Order) -> dict[str, Any]:
     deployment = tier.deployment
 
     def polling() -> dict[str, Any] | None:
@@ -395,10 +429,12 @@ def worker_killed(tier: Tier, run_id: str) -> dict[str, Any]:
         return None
 
     seen = helpers.wait_until("the polling task to poll its run", polling, 240, 1.0)
-    test_run, first = seen["run"], seen["ti"]
-    worker = first["hostname"]
-    time.sleep(2)
+    order.ready["s4"].set()
+    order.all_ready()  # nothing else queued or running: the worker holds only this wait
+    test_run = seen["run"]
+    worker = tier.tis(POLLING, run_id)["poll"]["hostname"]
     killed = deployment.kill(worker)
+    order.worker_killed.set()
 
     def retry_polling() -> dict[str, Any] | None:
         ti = tier.tis(POLLING, run_id)["poll"]
@@ -425,7 +461,14 @@ def worker_killed(tier: Tier, run_id: str) -> dict[str, Any]:
     }
 
 
-def nightly_and_release(tier: Tier, manual: str, failing: str) -> dict[str, Any]:
+def nightly_and_release(tier: Tier, manual: str, failing: str, order: Phase1Order) -> dict[str, Any]:
+    try:
+        return _nightly_and_release(tier, manual, failing, order)
+    finally:
+        order.ready["s5"].set()
+
+
+def _nightly_and_release(tier: Tier, manual: str, failing: str, order: Phase1Order) -> dict[str, Any]:
     deployment = tier.deployment
     scheduled = helpers.wait_until(
         "the scheduled nightly run",
@@ -435,19 +478,23 @@ def nightly_and_release(tier: Tier, manual: str, failing: str) -> dict[str, Any]
         60,
     )
     passing = [scheduled, manual]
-    for nightly in passing:
+    for nightly in [*passing, failing]:
         helpers.wait_until(
             f"{nightly}: wait_for_tests deferred",
             lambda n=nightly: tier.tis(NIGHTLY, n).get("wait_for_tests", {}).get("state") == "deferred",
             240,
             1.0,
         )
+    order.ready["s5"].set()
+    order.after("scenario 4's worker kill", order.worker_killed)
     ended: dict[str, float] = {}
     for nightly in passing:  # one at a time: two asset events within ~0.2 s can share one release run
         (test_run,) = tier.runs_of(NIGHTLY, nightly).values()
         ended[nightly] = tier.finish([test_run["id"]])
         tier.wait_done(NIGHTLY, nightly, 120)
         time.sleep(3)
+    (failing_run,) = tier.runs_of(NIGHTLY, failing).values()
+    tier.finish([failing_run["id"]], state="failed")  # its tests failed
     failed_tis = tier.wait_done(NIGHTLY, failing, 180)
 
     def released() -> list[dict[str, Any]] | None:
