@@ -29,6 +29,7 @@ wait resumes long after its deferral (the Airflow 3.3 race of apache/airflow #71
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -174,13 +175,18 @@ class Tier:
             if task in runs and runs[task]["id"] in self.finished and ti["end_date"]
         }
 
-    def trigger_logs(self, text: str, since: float) -> int:
-        """How many trigger log lines (every triggerer's per-task log files) contain `text`."""
+    def trigger_logs(self, text: str, since: float, run_id: str) -> int:
+        """Trigger log lines (every triggerer's per-task files) of DAG run `run_id` logged after
+        `since` (epoch s) that contain `text`."""
         found = 0
         for path in (self.deployment.home / "logs").rglob("*.trigger.*.log"):
-            if path.stat().st_mtime < since:
-                continue
-            found += sum(1 for line in path.read_text(errors="replace").splitlines() if text in line)
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("run_id") == run_id and text in str(entry.get("event")):
+                    found += _epoch(entry["timestamp"]) >= since
         return found
 
 
