@@ -29,6 +29,7 @@ wait resumes long after its deferral (the Airflow 3.3 race of apache/airflow #71
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -342,11 +343,10 @@ def marked_failed(tier: Tier, run_id: str, order: Phase1Order) -> dict[str, Any]
         holder = tier.holders(MARK, run_id)["wait"]
         marked = time.time()
         tier.deployment.mark(MARK, run_id, "wait", "failed")
-        helpers.wait_until(
-            "two cancel requests (503, then one that works)",
-            lambda: len(tier.cancels({test_run["id"]})) >= 2,
-            60,
-        )
+        with contextlib.suppress(TimeoutError):  # what was sent is the figure, asserted below
+            helpers.wait_until(
+                "a cancel that works after the 503", lambda: len(tier.cancels({test_run["id"]})) >= 2, 45
+            )
         time.sleep(5)  # a third would show up by now
         cancels = tier.cancels({test_run["id"]})
         (run,) = [r for r in tier.emulator.runs() if r["id"] == test_run["id"]]
@@ -631,9 +631,9 @@ def triggerer_stalled(tier: Tier, run_id: str) -> dict[str, Any]:
     finally:
         resumed = deployment.thaw(victim)
     time.sleep(12)  # the resumed triggerer drops the moved triggers and calls their kill hooks now
-    invoked = tier.trigger_logs("Trigger cancelled by user action, invoking on_kill", since=frozen - 60)
+    invoked = tier.trigger_logs("Trigger cancelled by user action, invoking on_kill", frozen, run_id)
     left_alone = tier.trigger_logs(
-        "is still deferred: its trigger was moved to another triggerer", frozen - 60
+        "is still deferred: its trigger was moved to another triggerer", frozen, run_id
     )
     cancels_after_resume = len(tier.cancels(run_ids))
     ended = tier.finish(sorted(run_ids))
