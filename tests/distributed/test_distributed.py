@@ -636,17 +636,12 @@ def triggerer_stalled(tier: Tier, run_id: str) -> dict[str, Any]:
         "is still deferred: its trigger was moved to another triggerer", frozen, run_id
     )
     cancels_after_resume = len(tier.cancels(run_ids))
-    live = ("queued", "started")
+    live = ("queued", "started")  # what a run is before the test ends it; anything else was cancelled
     cancelled = [r["id"] for r in tier.emulator.runs() if r["id"] in run_ids and r["state"] not in live]
     ended = tier.finish(sorted(run_ids))
     tis = tier.wait_done(DEFERRED, run_id, 180)
     lags = tier.lags(DEFERRED, run_id, tis)
     puts = tier.puts()
-    cancelled = [
-        r["id"]
-        for r in tier.emulator.runs()
-        if r["id"] in run_ids and r["state"] in ("cancelling", "cancelled")
-    ]
     return {
         "tasks_right": sum(ti["state"] == "success" for ti in tis.values()),
         "tasks_total": len(tis),
