@@ -38,7 +38,7 @@ from airflow_provider_empirical.errors import EmpiricalError
 # Of the kill hook's budget, what the state question leaves for the cancel itself (one 503 with
 # Retry-After: 3 and a second attempt fit). The question may take the rest: the triggerer's
 # supervisor builds its in-process execution API client on the first request of its life, and
-# answers nothing meanwhile (3.6 s on an idle machine here, 7.6 s and over 10 s under load).
+# answers nothing meanwhile (3.6 s on an idle machine here; 7.6 to 13 s under load in the tier).
 CANCEL_RESERVE = 8.0
 # A pause before a retry (Retry-After or backoff) never leaves less than this for the last attempt.
 LAST_ATTEMPT = 2.0
