@@ -5,7 +5,7 @@ AIRFLOW_VERSION ?= 3.3.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: venv demo test test-fast test-matrix bench lint package clean
+.PHONY: venv demo test test-fast test-distributed test-matrix bench lint package clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,22 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -n 4 tests/unit tests/integration
 
+## The distributed tier (tests/distributed): CeleryExecutor, PostgreSQL, Redis, 2 Celery workers and
+## 2 triggerers as local processes, in a venv of its own (pinned in tests/distributed/constraints.txt;
+## the main .venv is never touched). PostgreSQL and Redis come from Debian (scripts/install-services.sh).
+DVENV := .venv-distributed
+DSTAMP := $(DVENV)/.installed-$(AIRFLOW_VERSION)
+$(DSTAMP): pyproject.toml tests/distributed/constraints.txt
+	test -x $(DVENV)/bin/python || $(PYTHON) -m venv $(DVENV)
+	$(DVENV)/bin/python -m pip install -q --upgrade pip
+	$(DVENV)/bin/python -m pip install -q -c tests/distributed/constraints.txt "apache-airflow==$(AIRFLOW_VERSION)" \
+		apache-airflow-providers-celery psycopg2-binary asyncpg pytest -e . --config-settings editable_mode=compat
+	touch $@
+
+test-distributed: $(DSTAMP)
+	bash scripts/install-services.sh
+	EMPIRICAL_DISTRIBUTED_TIER=1 $(DVENV)/bin/python -m pytest -m distributed tests/distributed
+
 ## Performance figures, side by side with the dbt Cloud provider (not part of make test).
 bench: venv
 	test -f $(VENV)/.installed-bench || $(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" "apache-airflow-providers-dbt-cloud>=4.11"
@@ -49,4 +65,4 @@ package: venv
 	bash scripts/check-package.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(DVENV) build dist *.egg-info

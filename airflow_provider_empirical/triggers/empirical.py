@@ -96,27 +96,17 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         yield TriggerEvent(dict(event))  # type: ignore[no-untyped-call]
 
     async def on_kill(self) -> None:
-        """Airflow 3.3+ calls this when a user kills the deferred task (after `run` was cancelled).
+        """Airflow 3.3+ calls this when the triggerer drops the trigger (after `run` was cancelled).
 
-        Runs in the triggerer's event loop with a bounded time (`[triggerer] on_kill_timeout`);
-        errors are logged here, and Airflow swallows what escapes.
+        That is a user's mark-failed/success or clear, or, on 3.3.2, a reassignment after this
+        triggerer stalled (apache/airflow PR #73454): `kill.kill_hook` asks the task's state first
+        (a task still deferred was only moved) and cancels within the time Airflow really gives.
         """
         if not self.cancel_on_kill:
             return
-        hook = EmpiricalHook(self.empirical_conn_id)
-        try:
-            cancelled = await hook.acancel_test_run(
-                self.test_run_id, reason=self.cancel_reason or "the Airflow task waiting for it was killed"
-            )
-            self.log.info(
-                "Test run %s %s",
-                self.test_run_id,
-                "cancelled" if cancelled else "had already ended: nothing to cancel",
-            )
-        except Exception as exc:
-            self.log.warning("Could not cancel Empirical test run %s: %s", self.test_run_id, exc)
-        finally:
-            await hook.aclose()
+        from airflow_provider_empirical.triggers.kill import kill_hook
+
+        await kill_hook(self)
 
     def __repr__(self) -> str:
         return (
