@@ -169,6 +169,14 @@ TRIGGER_FIELDS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
+def _spelling(key: str) -> str:
+    """A field name folded the way a server might read it: case, spaces, dashes and dots ignored."""
+    return "".join(char for char in key.lower() if char.isalnum())
+
+
+_KNOWN_SPELLINGS = {_spelling(name): name for name in TRIGGER_FIELDS}
+
+
 def _json_value(value: Any, field: str) -> Any:
     try:
         json.dumps(value, allow_nan=False)
@@ -203,7 +211,8 @@ def trigger_request_body(fields: Mapping[str, Any], extra_body: Any = None) -> d
         for key, value in extra_body.items():
             if not isinstance(key, str) or not key:
                 raise _fail("extra_body", "keys must be non-empty strings")
-            if key in TRIGGER_FIELDS:
-                raise _fail(f"extra_body.{key}", f"is a known field: set it with the `{key}` argument")
+            known = _KNOWN_SPELLINGS.get(_spelling(key))
+            if known is not None:  # `tags`, but also `Tags`, ` tags `, `test-case-ids`: one way per field
+                raise _fail(f"extra_body.{key}", f"is a known field: set it with the `{known}` argument")
             body[key] = _json_value(value, f"extra_body.{key}")
     return body

@@ -177,8 +177,8 @@ async def cancel_until(
     A ``Retry-After`` is honoured when it fits; a longer one is cut so that a last attempt still
     gets `LAST_ATTEMPT` seconds before the deadline.
     """
-    from airflow_provider_empirical.http.protocol import RetryPolicy
     from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+    from airflow_provider_empirical.http.protocol import RetryPolicy
 
     policy = RetryPolicy()
     hook = EmpiricalHook(conn_id, retry=RetryPolicy(attempts=1))  # this loop does the retrying
