@@ -150,6 +150,16 @@ def _strings(example: str) -> Callable[[Any, str], list[str]]:
     return check
 
 
+def test_names_of(value: Any, field: str) -> list[str]:
+    """An optional list of non-empty strings (test files, test titles); None and [] are empty."""
+    if value in (None, "", []):
+        return []
+    return _strings("checkout/")(value, field)
+
+
+test_names_of.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
 # The trigger request's fields and their checks: the one source for the hook's arguments, the
 # operator's templated fields and the request body. Order is the API reference's.
 TRIGGER_FIELDS: dict[str, Callable[[Any, str], Any]] = {

@@ -16,13 +16,15 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_provider_empirical.api.environments import Environment
 from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalValidationError
 from airflow_provider_empirical.api.snoozes import Snooze, create_snooze_body, iso_utc
-from airflow_provider_empirical.api.test_runs import RunPage, TestRun, link_tests, parse_time
+from airflow_provider_empirical.api.test_cases import TestCaseInfo
+from airflow_provider_empirical.api.test_runs import RunPage, TestRun, int_or_none, link_tests, parse_time
 from airflow_provider_empirical.config import ApiConfig
 from airflow_provider_empirical.errors import EmpiricalTriggerUncertainError
 from airflow_provider_empirical.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -37,6 +39,14 @@ if TYPE_CHECKING:
     from airflow_provider_empirical.http.sync import EmpiricalClient
 
 T = TypeVar("T")
+
+
+class TestCatalogue(NamedTuple):
+    cases: list[TestCaseInfo]
+    sync_error: str | None  # Empirical's word on its last sync of the test repository
+
+
+TestCatalogue.__test__ = False  # type: ignore[attr-defined]  # not a pytest test class
 LIST_FILTERS = frozenset({"id", "branch", "state", "result", "environment_ids", "interval_in_days"})
 MAX_PAGES = 1000  # list_test_runs stops here even if the server keeps announcing more pages
 _UNLEARNED = ""  # the slot for a project slug the API would not tell
@@ -70,6 +80,8 @@ class EmpiricalHook(BaseHook):
         self.deadline = deadline
         self._config: ApiConfig | None = None  # one slot, filled by the sync or the async lookup
         self._project_slug: str | None = None  # learned from the API; _UNLEARNED after a failed try
+        self._project: dict[str, Any] | None = None
+        self._environments: list[Environment] | None = None
         self._async_client: AsyncEmpiricalClient | None = None
         self._async_stack = contextlib.AsyncExitStack()
 
@@ -234,7 +246,7 @@ class EmpiricalHook(BaseHook):
     def test_run_url(self, test_run_id: int) -> str:
         """The run's dashboard page; the project slug is learned from the API once per hook."""
         if not self.config.project_slug and self._project_slug is None:
-            self._learn_slug(lambda: self._run(operations.project(self.config)))
+            self._learn_slug(self.project)
         return self.config.run_url(test_run_id, self._project_slug)
 
     async def atest_run_url(self, test_run_id: int) -> str:
@@ -482,6 +494,46 @@ class EmpiricalHook(BaseHook):
             yield from snoozes
             if not snoozes or pages is None or number >= pages:
                 return
+
+    # -- test cases and environments (choosing what runs, and where, before a run exists) --
+
+    def test_case_catalogue(self, *, playwright_project: str | None = None) -> TestCatalogue:
+        """Every active test case (``GET /api/v2/test-cases``, all pages, one walk), and the sync
+        error Empirical reports for the test repository, if any."""
+        filters: dict[str, Any] = {"is_active": True}
+        if playwright_project is not None:
+            filters["playwright_project"] = text(playwright_project, "test_project")
+        cases: list[TestCaseInfo] = []
+        sync_error = None
+        previous: list[TestCaseInfo] | None = None
+        for number in range(1, MAX_PAGES + 1):
+            page = self._run(operations.list_test_cases_page(self.config, number, 100, filters))
+            sync_error = sync_error or page.sync_error
+            if page.cases == previous:
+                break
+            previous = page.cases
+            cases += page.cases
+            last = page.has_more is False or (page.has_more is None and (page.total_pages or 0) <= number)
+            if not page.cases or last:
+                break
+        return TestCatalogue(cases, sync_error)
+
+    def environments(self) -> list[Environment]:
+        """The project's environments (``GET /api/environments/list``), asked once per hook."""
+        if self._environments is None:
+            filters: dict[str, Any] = {}
+            project_id = self.config.project_id or int_or_none(self.project().get("id"))
+            if project_id:
+                filters["project_id"] = project_id
+            self._environments = self._run(operations.list_environments(self.config, filters))
+        return self._environments
+
+    def project(self) -> dict[str, Any]:
+        """The key's project (id, name, slug), asked once per hook (one list call)."""
+        if self._project is None:
+            self._project = self._run(operations.project(self.config))
+            self._remember_project(self._project, self.config)
+        return self._project
 
     def test_connection(self) -> tuple[bool, str]:
         """Prove the key with an authenticated call (the UI's Test button); never raises."""

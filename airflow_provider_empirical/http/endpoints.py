@@ -82,3 +82,14 @@ def create_snooze(body: Mapping[str, Any]) -> Call:
 def update_snooze(snooze_id: Any, body: Mapping[str, Any]) -> Call:
     """`PATCH /api/snoozes/{id}`: sets fields (or `expire_now`), harmless to repeat."""
     return Call("PATCH", _path(SNOOZE, snooze_id, "snooze_id"), body=body, repeatable=True)
+
+
+# -- test cases, environments --
+
+
+def list_test_cases(page: int, per_page: int, filters: Mapping[str, Any]) -> Call:
+    return Call("GET", TEST_CASES, params={**filters, "page": page, "per_page": per_page})
+
+
+def list_environments(filters: Mapping[str, Any]) -> Call:
+    return Call("GET", ENVIRONMENTS, params=dict(filters))

@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeVar
 
+from airflow_provider_empirical.api.environments import Environment, parse_environments
 from airflow_provider_empirical.api.errors import EmpiricalContractError, EmpiricalError
 from airflow_provider_empirical.api.snoozes import Snooze, parse_snooze_answer, parse_snooze_page
+from airflow_provider_empirical.api.test_cases import TestCasePage, parse_test_case_page
 from airflow_provider_empirical.api.test_runs import (
     FAILED_STATUSES,
     FLAKY_STATUSES,
@@ -196,3 +198,26 @@ def list_snoozes_page(
         return parse_snooze_page(payload, config.clean)
     except ValueError as exc:
         raise _contract(call, f"a list of snoozes the provider can read: {exc}") from None
+
+
+# -- test cases, environments --
+
+
+def list_test_cases_page(
+    config: ApiConfig, page: int, per_page: int, filters: Mapping[str, Any]
+) -> Operation[TestCasePage]:
+    call = endpoints.list_test_cases(page, per_page, filters)
+    payload = yield call
+    try:
+        return parse_test_case_page(payload, config.clean)
+    except ValueError as exc:
+        raise _contract(call, f"a list of test cases the provider can read: {exc}") from None
+
+
+def list_environments(config: ApiConfig, filters: Mapping[str, Any]) -> Operation[list[Environment]]:
+    call = endpoints.list_environments(filters)
+    payload = yield call
+    try:
+        return parse_environments(payload, config.clean)
+    except ValueError as exc:
+        raise _contract(call, f"a list of environments the provider can read: {exc}") from None

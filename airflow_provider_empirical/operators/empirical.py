@@ -27,6 +27,8 @@ from airflow_provider_empirical.validation import (
     boolean,
     poll_seconds,
     positive_number,
+    test_names_of,
+    text,
     trigger_request_body,
 )
 from airflow_provider_empirical.waiting import FINISH_SECONDS, BaseEmpiricalWaitOperator
@@ -66,6 +68,17 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
     :param github_actor: GitHub user to attribute the run to.
     :param extra_body: request fields this release does not know yet (templated), sent as given;
         the server decides what they mean. A known field is refused here: use its argument.
+    :param test_files: file path prefixes (templated), e.g. ``["checkout/", "login.spec.ts"]``: their
+        active tests run. Resolved before the trigger through the test-cases endpoint into
+        ``test_case_ids`` (merged with any given), with the Playwright serial-group members they need.
+    :param test_names: exact test titles (templated): those tests run.
+    :param test_project: a Playwright project (templated), e.g. ``chromium``: narrows the two above.
+    :param check_environment: refuse an unknown or disabled ``environment`` before any run exists
+        (the check is skipped, with a log line, when the environments cannot be listed).
+    :param reuse_passed_run: with ``build.commit``: a run of this environment that already tested
+        that commit is waited for while it runs, or returned at once when it passed the task's
+        pass policy (``reused_run: true``); one that failed is not reused.
+    :param reuse_within: seconds back that such a run counts (default one day).
     :param include_airflow_metadata: add ``airflow_dag_id``, ``airflow_run_id``, ``airflow_task_id``
         and ``airflow_try_number`` to ``metadata`` (your own keys win).
     :param wait_for_completion: wait for the run to end (default: no; use the sensor downstream).
@@ -83,7 +96,14 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
         it started a full run instead.
     """
 
-    template_fields: Sequence[str] = (*TRIGGER_FIELDS, "extra_body", *BaseEmpiricalWaitOperator.policy_fields)
+    template_fields: Sequence[str] = (
+        *TRIGGER_FIELDS,
+        "extra_body",
+        "test_files",
+        "test_names",
+        "test_project",
+        *BaseEmpiricalWaitOperator.policy_fields,
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "build": "json",
         "metadata": "json",
@@ -110,6 +130,12 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
         rerun_only_failed: bool | None = None,
         github_actor: str | None = None,
         extra_body: dict[str, Any] | None = None,
+        test_files: list[str] | None = None,
+        test_names: list[str] | None = None,
+        test_project: str | None = None,
+        check_environment: bool = True,
+        reuse_passed_run: bool = False,
+        reuse_within: float = 24 * 60 * 60,
         include_airflow_metadata: bool = True,
         wait_for_completion: bool = False,
         poll_interval: float = 30.0,
@@ -135,6 +161,12 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
         self.rerun_only_failed = rerun_only_failed
         self.github_actor = github_actor
         self.extra_body = extra_body
+        self.test_files = test_files
+        self.test_names = test_names
+        self.test_project = test_project
+        self.check_environment = check_environment
+        self.reuse_passed_run = reuse_passed_run
+        self.reuse_within = reuse_within
         self.include_airflow_metadata = include_airflow_metadata
         self.wait_for_completion = wait_for_completion
         self.poll_interval = poll_seconds(poll_interval, "poll_interval")
@@ -143,29 +175,38 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.rerun_failed_on_retry = rerun_failed_on_retry
         self.rerun_of: int | None = None  # the run the awaited one re-runs (rerun_failed_on_retry)
+        self.reused_run = False  # reuse_passed_run found a run of this commit
+        self.selected_test_count: int | None = None  # tests chosen by file or name
 
     def execute(self, context: Context) -> Any:
         end_time = time.time() + self.timeout
         with self.hook_scope(end_time):
-            body = self._request_body(context)  # bad input fails here, before any request
-            policy = self.policy()
-            from airflow_provider_empirical.durable import RunStore
-
-            store = RunStore.of(context, self.log, enabled=self.durable)
-            if not self.wait_for_completion:
-                return self._start(context, body, store)["id"]
+            policy = self.policy()  # bad input fails here, before any request
+            body = self._request_body(context)
             from airflow_provider_empirical.api.test_runs import is_terminal
             from airflow_provider_empirical.api.verdict import passes
+            from airflow_provider_empirical.durable import RunStore, request_digest
             from airflow_provider_empirical.outcome import finished_event
 
-            previous = self._previous_run(context, store, body)
+            environment_id = self._choose_environment_and_tests(body)  # may fail: still no run
+            store = RunStore.of(context, self.log, enabled=self.durable)
+            previous = self._previous_run(context, store, body) if self.wait_for_completion else None
+            if previous is None and self.reuse_passed_run:
+                previous = self._reusable_run(body, environment_id, policy)
+                if previous is not None and store is not None and self.wait_for_completion:
+                    store.remember(previous["id"], digest=request_digest(body), rerun_of=None)
+            if not self.wait_for_completion:
+                if previous is not None:  # a reused run: its id, as a trigger would give one
+                    self.publish(context, previous["id"], self.hook.test_run_url(previous["id"]))
+                    return previous["id"]
+                return self._start(context, body, store)["id"]
             created_at = None  # when this try created the run (a 404 right after may be lag)
             if previous is not None and not is_terminal(previous):
-                self.log.info("Re-attaching to test run %s, started by an earlier try", previous["id"])
+                self.log.info("Waiting for test run %s, which already tests this request", previous["id"])
                 test_run_id = previous["id"]
                 self.publish(context, test_run_id, self.hook.test_run_url(test_run_id))
             elif previous is not None and passes(previous, policy):
-                self.log.info("Test run %s, started by an earlier try, already ended well", previous["id"])
+                self.log.info("Test run %s already ended well for this request", previous["id"])
                 url = self.hook.test_run_url(previous["id"])
                 self.publish(context, previous["id"], url)
                 return self.finish(context, finished_event(previous, url, policy))
@@ -176,14 +217,76 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
                 return self._defer(context, test_run_id, end_time, created_at)
             return self._wait(context, test_run_id, end_time, created_at)
 
+    # -- before a run exists: where, which tests, and whether this commit was tested --
+
+    def _choose_environment_and_tests(self, body: dict[str, Any]) -> int | None:
+        """Check the environment, resolve tests chosen by file or name into `test_case_ids` (in
+        `body`); returns the environment's id when the check learned it."""
+        from airflow_provider_empirical import choosing
+
+        environment = None
+        if self.check_environment:
+            environment = choosing.check_environment(self.hook, body["environment"], self.log)
+        if self.test_files or self.test_names:
+            ids = choosing.resolve_tests(
+                self.hook,
+                files=self._test_files,
+                names=self._test_names,
+                project=self._test_project,
+                given_ids=body.get("test_case_ids") or [],
+                log=self.log,
+            )
+            body["test_case_ids"] = ids
+            self.selected_test_count = len(ids)
+        return environment["id"] if environment is not None else None
+
+    def _reusable_run(self, body: dict[str, Any], environment_id: int | None, policy: Any) -> TestRun | None:
+        from airflow_provider_empirical import choosing
+
+        run = choosing.reusable_run(
+            self.hook,
+            environment=body["environment"],
+            environment_id=environment_id,
+            commit=body["build"]["commit"],
+            within=self._reuse_within,
+            policy=policy,
+            log=self.log,
+        )
+        self.reused_run = run is not None
+        return run
+
     # -- the request --
 
     def _request_body(self, context: Context) -> dict[str, Any]:
         """The validated request body, with the Airflow run's coordinates in `metadata`."""
         fields = {name: getattr(self, name) for name in TRIGGER_FIELDS}
         body = trigger_request_body(fields, self.extra_body)
-        for name in ("durable", "cancel_on_kill", "cancel_on_timeout", "rerun_failed_on_retry"):
+        for name in (
+            "durable",
+            "cancel_on_kill",
+            "cancel_on_timeout",
+            "rerun_failed_on_retry",
+            "check_environment",
+            "reuse_passed_run",
+        ):
             boolean(getattr(self, name), name)
+        self._test_files = test_names_of(self.test_files, "test_files")
+        self._test_names = test_names_of(self.test_names, "test_names")
+        self._test_project = (
+            text(self.test_project, "test_project") if self.test_project is not None else None
+        )
+        if self._test_project is not None and not (self._test_files or self._test_names):
+            raise EmpiricalValidationError(
+                "`test_project` narrows `test_files` / `test_names`: give one of them too",
+                field="test_project",
+            )
+        self._reuse_within = positive_number(self.reuse_within, "reuse_within")
+        if boolean(self.reuse_passed_run, "reuse_passed_run") and not (body.get("build") or {}).get("commit"):
+            raise EmpiricalValidationError(
+                "`build.commit` is required with `reuse_passed_run`: a run is reused only for the exact "
+                "build it tested (matched on environment and commit, never on time alone)",
+                field="build.commit",
+            )
         if self.include_airflow_metadata:
             ti = context["ti"]
             body["metadata"] = {
@@ -375,6 +478,10 @@ class EmpiricalTriggerTestRunOperator(BaseEmpiricalWaitOperator):
 
     def summary_extras(self) -> dict[str, Any]:
         extras: dict[str, Any] = {}
+        if self.reused_run:
+            extras["reused_run"] = True
+        if self.selected_test_count is not None:
+            extras["selected_test_count"] = self.selected_test_count
         if self.rerun_of is not None:
             extras["rerun_of"] = self.rerun_of
         if isinstance(self.build, dict) and self.build:  # rendered: what was tested, for asset events

@@ -25,11 +25,11 @@ def _dag(dag_id: str) -> DAG:
     return DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False, tags=["e2e"])
 
 
-def operator_waits(dag_id: str, **kwargs: Any) -> DAG:
+def operator_waits(dag_id: str, environment: str = "production", **kwargs: Any) -> DAG:
     with _dag(dag_id) as dag:
         EmpiricalTriggerTestRunOperator(
             task_id="run_tests",
-            environment="production",
+            environment=environment,
             wait_for_completion=True,
             poll_interval=POLL,
             **kwargs,
@@ -199,3 +199,32 @@ with _dag("e2e_snooze_and_run_again") as e2e_snooze_and_run_again:
         task_id="run_again", environment="production", wait_for_completion=True, poll_interval=POLL
     )
     first >> snooze >> again
+
+# -- choosing what runs and where, before a run exists (issue 24) --
+e2e_choose_by_file = operator_waits(
+    "e2e_choose_by_file", deferrable=False, test_files=["{{ params.folder }}"], params={"folder": "checkout/"}
+)
+e2e_choose_by_name = operator_waits(
+    "e2e_choose_by_name",
+    deferrable=True,
+    test_names=["{{ params.title }}"],
+    test_project="chromium",
+    params={"title": "places the order"},
+)
+e2e_choose_environment = operator_waits(
+    "e2e_choose_environment", deferrable=False, environment="{{ params.env }}", params={"env": "production"}
+)
+e2e_reuse_commit = operator_waits(
+    "e2e_reuse_commit",
+    deferrable=False,
+    build={"commit": "{{ params.commit }}"},
+    reuse_passed_run=True,
+    params={"commit": "c0ffee1"},
+)
+e2e_reuse_commit_deferrable = operator_waits(
+    "e2e_reuse_commit_deferrable",
+    deferrable=True,
+    build={"commit": "{{ params.commit }}"},
+    reuse_passed_run=True,
+    params={"commit": "c0ffee1"},
+)

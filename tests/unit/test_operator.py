@@ -17,7 +17,14 @@ from tests.unit.test_validation import BAD_TRIGGERS
 def test_every_api_field_is_a_template_field_assigned_verbatim() -> None:
     raw = {name: "{{ params.x }}" for name in (*TRIGGER_FIELDS, "extra_body")}
     op = EmpiricalTriggerTestRunOperator(task_id="t", **raw)
-    assert set(op.template_fields) == {*TRIGGER_FIELDS, "extra_body", *op.policy_fields}
+    assert set(op.template_fields) == {
+        *TRIGGER_FIELDS,
+        "extra_body",
+        "test_files",
+        "test_names",
+        "test_project",
+        *op.policy_fields,
+    }
     assert all(getattr(op, name) == "{{ params.x }}" for name in raw)
 
 
@@ -58,6 +65,37 @@ def test_operator_rejects_bad_input_before_any_request(
     with pytest.raises(EmpiricalValidationError) as info:
         op.execute({})
     assert info.value.field == field
+    assert empirical_conn.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"test_files": "checkout/"}, "test_files"),  # a string, not a list
+        ({"test_files": ["checkout/", ""]}, "test_files[1]"),
+        ({"test_names": [3]}, "test_names[0]"),
+        ({"test_project": "chromium"}, "test_project"),  # narrows nothing
+        ({"test_files": ["a/"], "test_project": " "}, "test_project"),
+        ({"check_environment": "maybe"}, "check_environment"),
+        ({"reuse_passed_run": True}, "build.commit"),  # only an exact build is reused
+        ({"reuse_passed_run": True, "build": {"version": "v1"}}, "build.commit"),
+        ({"reuse_passed_run": "yes", "build": {"commit": "c"}}, "reuse_passed_run"),
+        ({"reuse_within": 0, "build": {"commit": "c"}}, "reuse_within"),
+        ({"max_failed_tests": -1}, "max_failed_tests"),
+        ({"max_failed_tests": "two"}, "max_failed_tests"),
+        ({"max_failed_tests": True}, "max_failed_tests"),
+        ({"max_failed_tests": 1.5}, "max_failed_tests"),
+        ({"honor_snoozes": "perhaps"}, "honor_snoozes"),
+        ({"fail_on_flaky": 1}, "fail_on_flaky"),
+    ],
+)
+def test_choosing_and_policy_parameters_are_checked_before_any_request(
+    empirical_conn: Emulator, kwargs: dict[str, Any], field: str
+) -> None:
+    op = EmpiricalTriggerTestRunOperator(task_id="t", environment="production", **kwargs)
+    with pytest.raises(EmpiricalValidationError) as info:
+        op.execute({})
+    assert info.value.field == field and f"`{field}`" in str(info.value)
     assert empirical_conn.count() == 0
 
 
