@@ -27,8 +27,9 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def positive_int(value: Any, field: str) -> int:
-    """An integer >= 1; digit strings from templates are accepted, bools and floats are not."""
+def _whole(value: Any, field: str, minimum: int) -> int:
+    """An integer >= `minimum` of at most 18 digits; digit strings from templates are accepted,
+    bools and floats are not."""
     if (
         isinstance(value, str)
         and value.strip().isascii()
@@ -37,26 +38,21 @@ def positive_int(value: Any, field: str) -> int:
     ):
         value = int(value.strip())
     if isinstance(value, int) and not isinstance(value, bool) and value >= 10**18:
-        raise _fail(field, "must be an integer >= 1 of at most 18 digits")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(field, f"must be an integer >= {minimum} of at most 18 digits")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         shown = repr(value) if isinstance(value, (str, int, float, type(None))) else _kind(value)
-        raise _fail(field, f"must be an integer >= 1, got {shown[:60]}")
+        raise _fail(field, f"must be an integer >= {minimum}, got {shown[:60]}")
     return value
+
+
+def positive_int(value: Any, field: str) -> int:
+    """An integer >= 1 (ids, shard counts)."""
+    return _whole(value, field, 1)
 
 
 def non_negative_int(value: Any, field: str) -> int:
-    """An integer >= 0; digit strings from templates are accepted, bools and floats are not."""
-    if (
-        isinstance(value, str)
-        and value.strip().isascii()
-        and value.strip().isdigit()
-        and len(value.strip()) <= 18
-    ):
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        shown = repr(value) if isinstance(value, (str, int, float, type(None))) else _kind(value)
-        raise _fail(field, f"must be an integer >= 0, got {shown[:60]}")
-    return value
+    """An integer >= 0 (a tolerance such as max_failed_tests)."""
+    return _whole(value, field, 0)
 
 
 def boolean(value: Any, field: str) -> bool:

@@ -61,6 +61,7 @@ class BaseEmpiricalWaitOperator(BaseOperator):
         "max_failed_tests",
         "fail_on_flaky",
     )
+    template_fields: Sequence[str] = policy_fields
     cancel_on_timeout = False  # the operator's parameter; a sensor never cancels on a timeout
 
     def __init__(

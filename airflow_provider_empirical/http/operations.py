@@ -59,17 +59,23 @@ def _contract(call: Call, detail: str) -> EmpiricalContractError:
     )
 
 
+def read(call: Call, parse: Callable[[Any], T], what: str) -> Operation[T]:
+    """Send `call` and parse its answer; an answer `parse` cannot read (ValueError) is a contract
+    error naming what was expected (`what`) and what was seen."""
+    payload = yield call
+    try:
+        return parse(payload)
+    except ValueError as exc:
+        raise _contract(call, f"{what} the provider can read: {exc}") from None
+
+
 # -- test runs --
 
 
 def get_test_run(config: ApiConfig, test_run_id: int) -> Operation[TestRun]:
     """`GET /api/test-runs/{id}`: the run, or a contract error naming what was seen (keys, never values)."""
     call = endpoints.get_test_run(test_run_id)
-    payload = yield call
-    try:
-        run = parse_test_run(payload, config.clean)
-    except ValueError as exc:
-        raise _contract(call, f"a test run the provider can read: {exc}") from None
+    run = yield from read(call, lambda payload: parse_test_run(payload, config.clean), "a test run")
     if run["id"] != int(test_run_id):
         raise EmpiricalContractError(
             f"Empirical API {call.endpoint} answered with test run {run['id']} instead of {test_run_id}",
@@ -84,11 +90,7 @@ def list_test_runs_page(
 ) -> Operation[RunPage]:
     """One page of `GET /api/test-runs`."""
     call = endpoints.list_test_runs(page, per_page, filters)
-    payload = yield call
-    try:
-        return parse_run_page(payload, config.clean)
-    except ValueError as exc:
-        raise _contract(call, f"a list of test runs the provider can read: {exc}") from None
+    return read(call, lambda payload: parse_run_page(payload, config.clean), "a list of test runs")
 
 
 def create(call: Call, parse: Callable[[Any], T]) -> Operation[T]:
@@ -173,31 +175,19 @@ def create_snooze(config: ApiConfig, body: Mapping[str, Any]) -> Operation[Snooz
 
 def get_snooze(config: ApiConfig, snooze_id: int) -> Operation[Snooze]:
     call = endpoints.get_snooze(snooze_id)
-    payload = yield call
-    try:
-        return parse_snooze_answer(payload, config.clean)
-    except ValueError as exc:
-        raise _contract(call, f"a snooze the provider can read: {exc}") from None
+    return read(call, lambda payload: parse_snooze_answer(payload, config.clean), "a snooze")
 
 
 def update_snooze(config: ApiConfig, snooze_id: int, body: Mapping[str, Any]) -> Operation[Snooze]:
     call = endpoints.update_snooze(snooze_id, body)
-    payload = yield call
-    try:
-        return parse_snooze_answer(payload, config.clean)
-    except ValueError as exc:
-        raise _contract(call, f"a snooze the provider can read: {exc}") from None
+    return read(call, lambda payload: parse_snooze_answer(payload, config.clean), "a snooze")
 
 
 def list_snoozes_page(
     config: ApiConfig, page: int, per_page: int, filters: Mapping[str, Any]
 ) -> Operation[tuple[list[Snooze], int | None]]:
     call = endpoints.list_snoozes(page, per_page, filters)
-    payload = yield call
-    try:
-        return parse_snooze_page(payload, config.clean)
-    except ValueError as exc:
-        raise _contract(call, f"a list of snoozes the provider can read: {exc}") from None
+    return read(call, lambda payload: parse_snooze_page(payload, config.clean), "a list of snoozes")
 
 
 # -- test cases, environments --
@@ -207,17 +197,9 @@ def list_test_cases_page(
     config: ApiConfig, page: int, per_page: int, filters: Mapping[str, Any]
 ) -> Operation[TestCasePage]:
     call = endpoints.list_test_cases(page, per_page, filters)
-    payload = yield call
-    try:
-        return parse_test_case_page(payload, config.clean)
-    except ValueError as exc:
-        raise _contract(call, f"a list of test cases the provider can read: {exc}") from None
+    return read(call, lambda payload: parse_test_case_page(payload, config.clean), "a list of test cases")
 
 
 def list_environments(config: ApiConfig, filters: Mapping[str, Any]) -> Operation[list[Environment]]:
     call = endpoints.list_environments(filters)
-    payload = yield call
-    try:
-        return parse_environments(payload, config.clean)
-    except ValueError as exc:
-        raise _contract(call, f"a list of environments the provider can read: {exc}") from None
+    return read(call, lambda payload: parse_environments(payload, config.clean), "a list of environments")

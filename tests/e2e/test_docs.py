@@ -39,8 +39,6 @@ EXCERPT = re.compile(r"from (example_dags/[\w.-]+\.py)")
 NOT_RUN = re.compile(r"<!--\s*not-run:\s*(\S.*?)\s*-->")
 PARAMS = re.compile(r"<!--\s*params:\s*([\w.]+)\s*-->")
 QUICKSTART_DAG_ID = "empirical_quickstart"
-# Pages other helpers are still writing: a link to one that does not exist yet is reported as a
-# skip, not a failure (every other relative link must resolve).
 
 
 @dataclass(frozen=True)
