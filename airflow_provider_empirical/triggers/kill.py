@@ -203,7 +203,7 @@ async def cancel_until(
             except EmpiricalError as exc:
                 error = exc
             remaining = deadline - time.time()
-            if not error.transient or getattr(error, "permanent", False):
+            if not error.transient or error.permanent:
                 log.warning("Could not cancel Empirical test run %s: %s", test_run_id, error.message)
                 return None, attempt
             hint = error.retry_after
