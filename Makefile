@@ -19,9 +19,11 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-## The whole test suite: tests/unit, tests/integration, tests/e2e (DAG runs, the deployment tier, the browser).
+## The whole test suite: tests/unit and tests/integration four at a time (they mostly wait on sockets),
+## then tests/e2e (DAG runs, the deployment tier, the browser) one at a time.
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 4 tests/unit tests/integration
+	$(BIN)/python -m pytest tests/e2e
 
 ## Unit (milliseconds) and integration (real HTTP to the emulator and loopback servers) tests only,
 ## four at a time: most of their time is spent waiting on sockets and timeouts, not on the CPU.
