@@ -37,7 +37,7 @@ def _whole(value: Any, field: str, minimum: int) -> int:
         and len(value.strip()) <= 18
     ):
         value = int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 10**18:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
         raise _fail(field, f"must be an integer >= {minimum} of at most 18 digits")
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         shown = repr(value) if isinstance(value, (str, int, float, type(None))) else _kind(value)

@@ -140,6 +140,17 @@ def _text(value: Any, clean: Clean) -> str | None:
     return clean(value)[:MAX_TEXT] if isinstance(value, str) and value else None
 
 
+def _time_text(value: Any, clean: Clean) -> str | None:
+    """A time as text: an ISO string, or an epoch number written as digits (`parse_time` reads both)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if 0 < value < 10**15 else None
+    if isinstance(value, float):
+        return (str(int(value)) if value.is_integer() else str(value)) if 0 < value < 1e15 else None
+    return _text(value, clean)
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -300,7 +311,7 @@ def parse_test_run(payload: Any, clean: Clean = printable) -> TestRun:
         error_code=_error_code(levels, clean),
         test_run_branch=_text(_pick(levels, "test_run_branch", "testRunBranch"), clean),
         environment_slug=_text(_pick(levels, "environment_slug", "environmentSlug"), clean),
-        created_at=_text(_pick(levels, "created_at", "createdAt"), clean),
+        created_at=_time_text(_pick(levels, "created_at", "createdAt"), clean),
         commit=_text(_pick(levels, "commit"), clean),
         build_url=_text(_pick(levels, "build_url", "buildUrl"), clean),
         build_branch=_text(_pick(levels, "build_branch", "buildBranch"), clean),
