@@ -11,9 +11,10 @@ Routes, all GET, all read-only, none forwarding anything to Empirical:
 Authentication and authorization run as FastAPI dependencies before the handler, so an
 anonymous request is a 401 and a user without access a 403 before anything is looked up.
 Empirical is only called from the handlers, through `fetch` (imported on the first view).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI reads the handlers' annotations at
+runtime, and they name classes imported inside `create_app`.
+"""
 
 import secrets
 import time
@@ -62,7 +63,7 @@ def wants_json(accept: str | None) -> bool:
     return best["json"] > 0 and best["json"] > best["html"]
 
 
-def create_app() -> FastAPI:
+def create_app() -> "FastAPI":
     """The plugin's app. Imports FastAPI and Airflow's API-server security here, not at plugin load."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
