@@ -10,7 +10,8 @@ Routes, all GET, all read-only, none forwarding anything to Empirical:
 
 Authentication and authorization run as FastAPI dependencies before the handler, so an
 anonymous request is a 401 and a user without access a 403 before anything is looked up.
-Empirical is only called from the handlers, through `fetch` (imported on the first view).
+Empirical is only called from the handlers, through `fetch`. What a view needs (the lookup, the
+pages, the parser, the hook, httpx) is imported on the first view, not at API-server start.
 
 No ``from __future__ import annotations`` here: FastAPI reads the handlers' annotations at
 runtime, and they name classes imported inside `create_app`.
@@ -19,8 +20,6 @@ runtime, and they name classes imported inside `create_app`.
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
-
-from airflow_provider_empirical.plugins import lookup, pages, views
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -83,6 +82,8 @@ def create_app() -> "FastAPI":
         )
 
     def problem(request: Request, title: str, message: str, code: int, **extra: Any) -> Response:
+        from airflow_provider_empirical.plugins import pages
+
         return respond(
             request,
             {"error": message, **extra},
@@ -112,6 +113,8 @@ def create_app() -> "FastAPI":
         q: str | None = None,
         page: str | None = None,
     ) -> Response:
+        from airflow_provider_empirical.plugins import lookup, pages, views
+
         title = "Empirical tests"
         try:
             index = lookup.map_index_of(map_index)
@@ -162,7 +165,7 @@ def create_app() -> "FastAPI":
     @app.get("/project", dependencies=[Depends(may_read_every_dag)])
     def project(request: Request) -> Response:
         from airflow_provider_empirical.links import DEFAULT_CONN_ID
-        from airflow_provider_empirical.plugins import fetch
+        from airflow_provider_empirical.plugins import fetch, pages
 
         data, cached = fetch.source(project_conn_id(DEFAULT_CONN_ID)).project()
         data = {**data, "cached": cached}

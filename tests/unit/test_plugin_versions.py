@@ -89,3 +89,26 @@ def test_loading_the_plugin_imports_no_app_and_no_http_driver() -> None:
     }, sorted(ours)
     for heavy in ("fastapi", "httpx", "aiohttp"):
         assert heavy not in loaded
+
+
+@pytest.mark.skipif(not VIEWS, reason="Airflow < 3.1 has no FastAPI plugin apps")
+def test_building_the_app_loads_no_view_code() -> None:
+    """The API server's start builds the app; the hook, the HTTP drivers and the rest wait for a view."""
+    code = (
+        "import json, sys\n"
+        "import airflow.api_fastapi.app, airflow.plugins_manager\n"
+        "before = set(sys.modules)\n"
+        "from airflow_provider_empirical.plugins.empirical import EmpiricalPlugin\n"
+        "assert len(EmpiricalPlugin().fastapi_apps) == 1\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    ours = {name for name in loaded if name.startswith("airflow_provider_empirical")}
+    assert ours == {
+        "airflow_provider_empirical.plugins",
+        "airflow_provider_empirical.plugins.empirical",
+        "airflow_provider_empirical.plugins.app",
+    } | ({"airflow_provider_empirical"} & loaded), sorted(ours)
