@@ -134,6 +134,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         emulator.control("POST", "/_emulator/default-script", {**script, "environment": "staging"})
         emulator.control("POST", "/_emulator/switches", {"snooze_info_details": True})
+        _history(emulator)
         deployment = Deployment(workdir / "airflow", emulator.url, dags=[dag_file])
         deployment.start()
         deployment.wait_for_dags([NIGHTLY, OTHER])
@@ -153,6 +154,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if deployment is not None:
             deployment.stop()
         emulator.stop()
+
+
+def _history(emulator: EmulatorProcess, days: int = 14) -> None:
+    """Runs of the last two weeks, started outside Airflow (Empirical's schedule), for the project page."""
+    for day in range(days, 0, -1):
+        for environment, failing in (("production", day % 4 == 0), ("staging", day % 6 == 0)):
+            script: dict[str, Any] = {"queued_for": 0, "run_for": 0}
+            if failing:
+                script |= {"outcome": "failed", "total": 24, "failed_tests": [FAILED]}
+            body = {"environment": environment, "script": script, "build": {"commit": f"{day:02d}c0ffee"}}
+            run = emulator.control("POST", "/_emulator/runs/start", body)["test_run"]
+            emulator.control("POST", f"/_emulator/runs/{run['id']}/age", {"seconds": day * 86400})
 
 
 def test_the_runs_ended_as_scripted(stack: Stack) -> None:
