@@ -207,6 +207,7 @@ class Source:
                 hook.config  # noqa: B018  # a broken connection fails here, naming the field
             except EmpiricalError as exc:
                 raise PluginError(exc.message, status=409) from None
+            hook.client  # noqa: B018  # one pooled client, made here (under the lock) for every thread
             if self._hook is not None:
                 self._hook[1].close()
             self._hook = (self.clock(), hook)

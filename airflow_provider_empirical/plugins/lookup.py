@@ -32,7 +32,6 @@ OPERATORS = frozenset(
 )
 CONN_ID_KEY = "empirical_conn_id"
 RETURN_KEY = "return_value"
-XCOM_KEYS = (TEST_RUN_ID_KEY, TEST_RUN_URL_KEY, RETURN_KEY, CONN_ID_KEY)
 POLICY_FIELDS = (
     "fail_on_test_failure",
     "fail_on_empty_run",
@@ -184,21 +183,28 @@ def find(session: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -
     )
     if ti is None:
         raise NotFound("No such task instance")
-    rows = session.scalars(
-        select(XComModel).where(
-            XComModel.dag_id == dag_id,
-            XComModel.run_id == run_id,
-            XComModel.task_id == task_id,
-            XComModel.map_index == map_index,
-            XComModel.key.in_(XCOM_KEYS),
-        )
-    ).all()
-    xcoms: dict[str, Any] = {}
-    for row in rows:
-        try:
-            xcoms[row.key] = XComModel.deserialize_value(row)
-        except Exception:  # an XCom written by something else: not ours to read
-            continue
+
+    def read(keys: tuple[str, ...]) -> dict[str, Any]:
+        rows = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id == task_id,
+                XComModel.map_index == map_index,
+                XComModel.key.in_(keys),
+            )
+        ).all()
+        values: dict[str, Any] = {}
+        for row in rows:
+            try:
+                values[row.key] = XComModel.deserialize_value(row)
+            except Exception:  # an XCom written by something else: not ours to read
+                continue
+        return values
+
+    xcoms = read((TEST_RUN_ID_KEY, TEST_RUN_URL_KEY, CONN_ID_KEY))
+    if TEST_RUN_ID_KEY not in xcoms:  # the summary can be large (up to 1,000 tests): only when needed
+        xcoms.update(read((RETURN_KEY,)))
     rendered = RenderedTaskInstanceFields.get_templated_fields(ti, session=session) or {}
     state = ti.state
     return describe(
