@@ -408,6 +408,81 @@ class Deployment:
         return list(self.api("GET", f"/assets/events?asset_id={ids[0]}&limit=100")["asset_events"])
 
 
+# -- users and per-DAG access, for the UI plugin's access tests (tests/e2e/test_plugin_*.py) --
+
+DENIED_DAGS_ENV = "EMPIRICAL_TEST_DENIED_DAGS"
+DAG_DENYING_AUTH_MANAGER = "tests.deployment_helpers.DagDenyingAuthManager"
+
+
+def use_users(
+    env: dict[str, str],
+    home: Path,
+    users: dict[str, tuple[str, str]],
+    denied: dict[str, list[str]] | None = None,
+) -> None:
+    """Set `env` (e.g. a Deployment's, before an API server starts) for logins instead of
+    everyone-is-admin: `users` maps a username to (role, password) of Airflow's simple auth
+    manager; with `denied`, `DagDenyingAuthManager` also keeps each named user from the listed
+    DAGs (the simple auth manager alone grants a role on every DAG). Passwords are written to
+    the simple auth manager's passwords file, as `airflow api-server` would generate them.
+    """
+    passwords = home / "plugin-test-passwords.json"
+    passwords.write_text(json.dumps({name: password for name, (_, password) in users.items()}))
+    env.update(
+        {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{name}:{role}" for name, (role, _) in users.items()
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        }
+    )
+    if denied is not None:
+        env["AIRFLOW__CORE__AUTH_MANAGER"] = DAG_DENYING_AUTH_MANAGER
+        env[DENIED_DAGS_ENV] = json.dumps(denied)
+
+
+def login(url: str, username: str, password: str) -> str:
+    """A JWT from the simple auth manager's login endpoint (``POST /auth/token``)."""
+    status, payload = http("POST", f"{url}/auth/token", {"username": username, "password": password})
+    if status not in (200, 201):
+        raise RuntimeError(f"POST /auth/token as {username}: {status} {payload}")
+    return str(payload["access_token"])
+
+
+def _dag_denying_auth_manager() -> type:
+    """Airflow's simple auth manager, except for the DAGs `EMPIRICAL_TEST_DENIED_DAGS` (JSON
+    ``{"username": ["dag_id", ...]}``) denies a user: those DAGs, and "every DAG" (a check
+    without a DAG id). Built on first use so that this module stays standard-library only."""
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    class DagDenyingAuthManager(SimpleAuthManager):
+        def is_authorized_dag(
+            self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
+        ) -> bool:
+            denied = json.loads(os.environ.get(DENIED_DAGS_ENV) or "{}").get(user.username)
+            if denied and (details is None or not details.id or details.id in denied):
+                return False
+            return super().is_authorized_dag(
+                method=method, user=user, access_entity=access_entity, details=details
+            )
+
+    DagDenyingAuthManager.__module__ = __name__
+    return DagDenyingAuthManager
+
+
+_BUILT: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """`DagDenyingAuthManager` (``[core] auth_manager = tests.deployment_helpers.DagDenyingAuthManager``)."""
+    if name == "DagDenyingAuthManager":
+        if name not in _BUILT:
+            _BUILT[name] = _dag_denying_auth_manager()
+        return _BUILT[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _q(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
