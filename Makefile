@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]" --config-settings editable_mode=compat
+	# the install's metadata lives in the venv; a second copy in the source tree would make Airflow
+	# find the plugin's entry point twice ("already registered")
+	rm -rf airflow_provider_empirical.egg-info
 	touch $@
 
 venv: $(STAMP)

@@ -9,6 +9,7 @@ from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 DEFAULT_CONN_ID = "empirical_default"  # the hook's default_conn_name, without importing the hook
 TEST_RUN_ID_KEY = "test_run_id"
 TEST_RUN_URL_KEY = "test_run_url"
+CONN_ID_KEY = "empirical_conn_id"  # which connection the task used (the UI plugin reads the run with it)
 
 
 class EmpiricalTestRunLink(BaseOperatorLink):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_empirical.errors import EmpiricalError
-from airflow_provider_empirical.links import DEFAULT_CONN_ID, TEST_RUN_ID_KEY, TEST_RUN_URL_KEY
+from airflow_provider_empirical.links import CONN_ID_KEY, DEFAULT_CONN_ID, TEST_RUN_ID_KEY, TEST_RUN_URL_KEY
 from airflow_provider_empirical.validation import boolean, non_negative_int
 
 if TYPE_CHECKING:
@@ -128,6 +128,7 @@ class BaseEmpiricalWaitOperator(BaseOperator):
         ti = context["ti"]
         ti.xcom_push(key=TEST_RUN_ID_KEY, value=test_run_id)
         ti.xcom_push(key=TEST_RUN_URL_KEY, value=url)
+        ti.xcom_push(key=CONN_ID_KEY, value=self.empirical_conn_id)
 
     def finish(self, context: Context, event: Any) -> dict[str, Any]:
         """Judge the final event (cancelling first on a timeout when asked); emit asset events."""

@@ -21,7 +21,12 @@ from airflow_provider_empirical.errors import (
     EmpiricalTriggerUncertainError,
     EmpiricalValidationError,
 )
-from airflow_provider_empirical.links import DEFAULT_CONN_ID, TEST_RUN_URL_KEY, EmpiricalTestRunLink
+from airflow_provider_empirical.links import (
+    CONN_ID_KEY,
+    DEFAULT_CONN_ID,
+    TEST_RUN_URL_KEY,
+    EmpiricalTestRunLink,
+)
 from airflow_provider_empirical.validation import (
     TRIGGER_FIELDS,
     boolean,
@@ -526,6 +531,7 @@ class EmpiricalCancelTestRunOperator(BaseOperator):
         try:
             url = hook.test_run_url(test_run_id)
             context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=url)
+            context["ti"].xcom_push(key=CONN_ID_KEY, value=self.empirical_conn_id)
             cancelled = hook.cancel_test_run(test_run_id, reason=reason)
         finally:
             hook.close()
@@ -635,6 +641,7 @@ class EmpiricalSnoozeTestsOperator(BaseOperator):
             environment_id = None
             if run_id is not None:
                 context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=hook.test_run_url(run_id))
+                context["ti"].xcom_push(key=CONN_ID_KEY, value=self.empirical_conn_id)
                 test_ids, environment_id = self._failures_of(hook, run_id, scoped)
                 if not test_ids:
                     return None

@@ -24,13 +24,12 @@ from typing import Any
 from airflow_provider_empirical.api.errors import EmpiricalValidationError
 from airflow_provider_empirical.api.test_runs import int_or_none
 from airflow_provider_empirical.api.verdict import Policy
-from airflow_provider_empirical.links import DEFAULT_CONN_ID, TEST_RUN_ID_KEY, TEST_RUN_URL_KEY
+from airflow_provider_empirical.links import CONN_ID_KEY, DEFAULT_CONN_ID, TEST_RUN_ID_KEY, TEST_RUN_URL_KEY
 from airflow_provider_empirical.validation import boolean, non_negative_int
 
 OPERATORS = frozenset(
     {"EmpiricalTriggerTestRunOperator", "EmpiricalTestRunSensor", "EmpiricalCancelTestRunOperator"}
 )
-CONN_ID_KEY = "empirical_conn_id"
 RETURN_KEY = "return_value"
 POLICY_FIELDS = (
     "fail_on_test_failure",

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_empirical.errors import EmpiricalError, EmpiricalValidationError
-from airflow_provider_empirical.links import TEST_RUN_ID_KEY, TEST_RUN_URL_KEY, EmpiricalTestRunLink
+from airflow_provider_empirical.links import (
+    CONN_ID_KEY,
+    TEST_RUN_ID_KEY,
+    TEST_RUN_URL_KEY,
+    EmpiricalTestRunLink,
+)
 from airflow_provider_empirical.validation import poll_seconds, positive_int, positive_number, text
 from airflow_provider_empirical.waiting import BaseEmpiricalWaitOperator
 
@@ -245,6 +250,7 @@ class EmpiricalTestRunSensor(BaseEmpiricalWaitOperator, BaseSensorOperator):
             self._waiter.url = self.hook.test_run_url(run_id)  # the answer may have named the slug
             if "ti" in context:  # absent only when a test calls poke() bare
                 context["ti"].xcom_push(key=TEST_RUN_URL_KEY, value=self._waiter.url)
+                context["ti"].xcom_push(key=CONN_ID_KEY, value=self.empirical_conn_id)
         step = self._waiter.step(result)
         if not isinstance(step, dict):
             return False

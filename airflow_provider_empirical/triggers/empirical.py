@@ -76,6 +76,10 @@ class EmpiricalTestRunTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        if self.cancel_on_kill:  # so that a kill hook gets its answer about the task in time
+            from airflow_provider_empirical.triggers.kill import warm_up
+
+            warm_up(self)
         hook = EmpiricalHook(self.empirical_conn_id)
         try:
             event = await await_test_run(

@@ -157,6 +157,30 @@ async def task_state(ti: Any, timeout: float) -> str | _Unknown | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
+_WARMED: set[int] = set()  # event loops (triggerer processes) whose supervisor channel was asked once
+_WARMING: set[asyncio.Task[None]] = set()
+WARM_UP_TIMEOUT = 120.0
+
+
+def warm_up(trigger: Any) -> None:
+    """Ask the supervisor for the task's state once per triggerer, in the background, as soon as a
+    trigger that may need it starts: the supervisor builds its execution-API client on the first
+    request that needs one (seconds, over 20 s on a loaded machine), and a kill hook that asked
+    first would run out of its time and leave a killed task's run going."""
+    loop = asyncio.get_running_loop()
+    ti = getattr(trigger, "task_instance", None)
+    if id(loop) in _WARMED or ti is None:
+        return
+    _WARMED.add(id(loop))
+    work = loop.create_task(_ask_quietly(ti), name="empirical-kill-hook-warm-up")
+    _WARMING.add(work)  # a reference, so the task is not collected before it is done
+    work.add_done_callback(_WARMING.discard)
+
+
+async def _ask_quietly(ti: Any) -> None:
+    await task_state(ti, WARM_UP_TIMEOUT)
+
+
 def budget_seconds() -> float:
     """``[triggerer] on_kill_timeout``: the time Airflow says a kill hook may take (30 s by default)."""
     try:

@@ -51,6 +51,7 @@ def test_each_way_of_waiting_reports_each_outcome(
     pushed = xcoms(dag_run, trigger_task)
     assert pushed["test_run_id"] == run["id"]
     assert pushed["test_run_url"] == f"{emulator.url}/demo/test-runs/{run['id']}"
+    assert pushed["empirical_conn_id"] == "empirical_default"  # the UI plugin reads the run with it
     assert emulator.count("PUT") == 1
     if expected == "success":
         summary = xcoms(dag_run, wait_task)["return_value"]

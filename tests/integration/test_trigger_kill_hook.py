@@ -187,7 +187,36 @@ def test_a_user_kill_cancels_once_even_when_cancel_first_answers_503_retry_after
     (run,) = [r for r in empirical_conn.runs if r["id"] == run_id]
     assert run["state"] in ("cancelling", "cancelled")  # ...and the cancel went out all the same
     assert run["cancel_reason"] == f"{WHERE} was marked failed by a user"
-    assert [m.task_ids for m in asked.asked] == [["wait_for_tests"]]
+    # asked once when the trigger started (warming the supervisor up), once by the kill hook
+    assert [m.task_ids for m in asked.asked] == [["wait_for_tests"], ["wait_for_tests"]]
+
+
+def test_the_supervisor_is_asked_once_per_triggerer_before_any_kill(
+    empirical_conn: Emulator, supervisor: Any
+) -> None:
+    """Its first answer can take over 20 s on a loaded machine (it builds a client then): asked at
+    the first trigger's start, a later kill hook gets its answer in time (the distributed tier)."""
+    run_id = start_run(empirical_conn)
+    asked = supervisor("deferred", delay=0.2)
+
+    async def two_triggers_then_none_killed() -> None:
+        first, second = trigger_for(run_id), trigger_for(run_id)
+        for trigger in (first, second):
+            trigger.task_instance = TI
+        tasks = [asyncio.create_task(_first_event(trigger)) for trigger in (first, second)]
+        await asyncio.sleep(0.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(two_triggers_then_none_killed())
+    assert len(asked.asked) == 1 and cancels(empirical_conn, run_id) == []
+
+
+async def _first_event(trigger: Any) -> Any:
+    async for event in trigger.run():
+        return event
+    return None
 
 
 def test_a_moved_trigger_cancels_nothing(
