@@ -41,25 +41,38 @@ def _timed(run: Any, dag_id: str) -> tuple[Any, float]:
 def test_a_reschedule_sensor_keeps_the_run_it_chose_when_a_newer_one_passes(
     run_dag: Any, emulator: Emulator
 ) -> None:
-    """The sensor chooses the newest run on production/main; it will fail. A newer run starts and
-    passes meanwhile. Across its reschedules (which wipe XCom) the sensor keeps its choice and
-    fails with it (issue 20.1)."""
+    """The sensor chooses the newest run on production/main and reads it. A newer run then starts
+    and passes; after the sensor's next poke, the chosen run ends with failed tests. Across its
+    reschedules (which wipe XCom) the sensor keeps its choice and fails with it (issue 20.1)."""
     emulator.queue_runs(
-        RunScript(outcome="failed", queued_for=0.1, run_for=6), RunScript(queued_for=0, run_for=0.3)
+        RunScript(outcome="never", queued_for=0.1, run_for=600), RunScript(queued_for=0, run_for=0.3)
     )
     chosen = EmpiricalHook().trigger_test_run("production", branch="main")["id"]
+    reads = f"/api/test-runs/{chosen}"
     newer: list[int] = []
     stop = threading.Event()
+    ends = time.monotonic() + 60
 
-    def start_a_newer_run_once_the_sensor_has_chosen() -> None:
-        ends = time.monotonic() + 30
+    def until(condition: Any) -> bool:
         while not stop.is_set() and time.monotonic() < ends:
-            if emulator.count("GET", f"/api/test-runs/{chosen}"):
-                newer.append(EmpiricalHook().trigger_test_run("production", branch="main")["id"])
-                return
+            if condition():
+                return True
             time.sleep(0.05)
+        return False
 
-    watcher = threading.Thread(target=start_a_newer_run_once_the_sensor_has_chosen, daemon=True)
+    def script() -> None:
+        if not until(lambda: emulator.count("GET", reads) >= 1):  # the sensor chose run 1 and read it
+            return
+        newer.append(EmpiricalHook().trigger_test_run("production", branch="main")["id"])
+        time.sleep(0.5)  # the newer run has passed
+        seen = emulator.count("GET", reads)
+        # the next poke, after a reschedule: run 1 read again, or (the defect) the newer run
+        if until(
+            lambda: emulator.count("GET", reads) > seen or emulator.count("GET", f"/api/test-runs/{newer[0]}")
+        ):
+            emulator.finish_run(chosen, "failed")
+
+    watcher = threading.Thread(target=script, daemon=True)
     watcher.start()
     try:
         dag_run = run_dag("e2e_latest_reschedule")
@@ -73,9 +86,9 @@ def test_a_reschedule_sensor_keeps_the_run_it_chose_when_a_newer_one_passes(
     (second,) = newer
     runs = {run["id"]: run for run in emulator.runs}
     assert runs[second]["state"] == "ended" and runs[second]["failed_count"] == 0  # it passed
-    assert state == "failed"
-    assert xcoms(dag_run, "wait_for_tests")["test_run_id"] == chosen
     assert emulator.count("GET", f"/api/test-runs/{second}") == 0  # never even looked at
+    assert state == "failed" and runs[chosen]["failed_count"] == 3
+    assert xcoms(dag_run, "wait_for_tests")["test_run_id"] == chosen
 
 
 def _row(name: str, status: str | None) -> dict[str, Any]:
@@ -232,11 +245,10 @@ def test_the_key_in_a_passing_runs_text_reaches_no_xcom_or_console_line(
         dag_run = run_dag("fail_closed_sensor_short")
     assert task_states(dag_run)["wait_for_tests"] == "success"
     pushed = json.dumps(xcoms(dag_run, "wait_for_tests"), default=str)
-    assert "***" in pushed  # the server text is there, redacted
     out = "".join(capfd.readouterr())
-    assert [half for half in HALVES if half in pushed] == [] and [
-        half for half in HALVES if half in out
-    ] == []
+    assert [half for half in HALVES if half in pushed] == []
+    assert [half for half in HALVES if half in out] == []
+    assert "***" in pushed  # the server text did reach XCom, redacted
 
 
 FORGED = "Marking task as SUCCESS. dag_id=forged"

@@ -38,7 +38,7 @@ def test_the_body_reader_holds_at_most_its_cap_of_a_gzip_bomb() -> None:
         tracemalloc.stop()
     assert reader.truncated and len(reader.body()) <= MAX_BODY_BYTES
     assert fed < len(bomb)  # it stopped reading once the cap was reached
-    assert peak < 2 * MAX_BODY_BYTES + MiB, f"peak {peak / MiB:.1f} MiB"
+    assert peak < 16 * MiB, f"peak {peak / MiB:.1f} MiB"  # ~8 MiB: the cap, and zlib's output buffer
 
 
 class _TI:
