@@ -21,6 +21,7 @@ from airflow_provider_empirical.api.errors import EmpiricalError, EmpiricalNotFo
 from airflow_provider_empirical.api.test_runs import RunPage, TestRun, is_terminal, link_tests
 from airflow_provider_empirical.api.verdict import Policy
 from airflow_provider_empirical.hooks.empirical import EmpiricalHook
+from airflow_provider_empirical.http.protocol import RetryPolicy
 from airflow_provider_empirical.outcome import await_test_run
 
 try:
@@ -147,6 +148,10 @@ COMMIT_DELAY = 3.0  # seconds between handing events to Airflow and recording th
 SLOW_RETRY = 300.0  # seconds between polls while a bad key or a contract mismatch persists
 DETAIL_TTL = 300.0  # seconds a run answer fetched for its test names is shared between watchers
 SHARED_STREAM = "empirical-test-runs"  # first element of the shared-stream key
+# Within a poll a failed read is retried a little (the next poll is the real retry), and no poll
+# outlives max(poll_interval, POLL_DEADLINE) seconds, retries and their pauses included.
+WATCH_RETRY = RetryPolicy(attempts=3)
+POLL_DEADLINE = 30.0
 
 
 class EmpiricalTestRunEndedTrigger(BaseEventTrigger):
@@ -244,14 +249,16 @@ class EmpiricalTestRunEndedTrigger(BaseEventTrigger):
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         """Read the list every poll interval and hand every watcher of the group the same
         snapshot (plain data: the runs read, newest first, and how far back they go)."""
-        hook = EmpiricalHook(kwargs.get("empirical_conn_id") or EmpiricalHook.default_conn_name)
         interval = watching.poll_interval_of(kwargs.get("poll_interval", 60.0))
+        conn_id = kwargs.get("empirical_conn_id") or EmpiricalHook.default_conn_name
+        hook = EmpiricalHook(conn_id, retry=WATCH_RETRY)
         everything = watching.WatchSpec()
         mark: watching.Watermark | None = None
         try:
             while True:
                 started = time.time()
                 delay = interval
+                hook.deadline = started + max(interval, POLL_DEADLINE)
                 try:
                     poll = watching.Poll(mark, everything)
                     pages = 0
@@ -372,7 +379,7 @@ class _Watch:
         self.trigger = trigger
         self.spec = trigger.spec
         self.log = trigger.log
-        self.hook = EmpiricalHook(trigger.empirical_conn_id)
+        self.hook = EmpiricalHook(trigger.empirical_conn_id, retry=WATCH_RETRY)
         accessors = getattr(trigger, "asset_state_store", None)
         self.store: _MemoryStore | _AssetStore = (
             _AssetStore(accessors, trigger.state_key) if accessors is not None else _MemoryStore()
@@ -509,6 +516,7 @@ class _Watch:
             if snapshot.get("severity") == "transient":
                 raise _SharedPollError(str(snapshot["error"]), transient=True)
             raise _SharedPollError(str(snapshot["error"]), transient=False)
+        self.hook.deadline = time.time() + max(self.trigger.poll_interval, POLL_DEADLINE)
         if not self.loaded:
             await self._load()
         config = await self.hook.aconfig()
