@@ -3,9 +3,9 @@
     .venv/bin/python bench/run_all.py [--only 1,3] [--keep]
 
 Figures: 1 DAG-parse import cost, 2 triggerer density (ours vs dbt Cloud, over TLS and plain
-HTTP), 3 API economy, 4 hook overhead, 5 worker memory. A figure that fails to run is reported
-as an ERROR row with the reason, and the others still run. `--keep` leaves the throwaway
-directories (logs) in /tmp.
+HTTP), 3 API economy, 4 hook overhead, 5 worker memory, 6 the event-driven watcher. A figure
+that fails to run is reported as an ERROR row with the reason, and the others still run.
+`--keep` leaves the throwaway directories (logs) in /tmp.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ FIGURES = {
     "3": "api_economy",
     "4": "hook_overhead",
     "5": "memory",
+    "6": "watcher",
 }
 
 
