@@ -144,6 +144,7 @@ class VirtualTime:
 
     def __init__(self, actions: list[tuple[float, Any]]) -> None:
         self.offset = 0.0
+        self.over = False  # a poller tried to sleep past the hour
         self.start = time.time()
         self.actions = sorted(actions, key=lambda item: item[0])
 
@@ -157,6 +158,9 @@ class VirtualTime:
         return time.monotonic() + self.offset
 
     async def sleep(self, delay: float) -> None:
+        if self.now() + delay >= HOUR:  # the hour is over: no more polls, wait to be cancelled
+            self.over = True
+            await asyncio.Event().wait()
         if delay > 0:
             self.offset += delay
             while self.actions and self.actions[0][0] <= self.now():
@@ -292,8 +296,9 @@ def _hour(control: _Control, watchers: list[Any], shared: bool) -> dict[str, Any
 
         tasks = [asyncio.ensure_future(consume(i, t)) for i, t in enumerate(watchers)]
         # polls at 0, 60, ..., 3540 s: 60 in the hour; the last runs end by 3500 s
-        while clock.now() < HOUR - 1:
+        while not clock.over:
             await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the watchers finish with the last snapshot
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
