@@ -23,6 +23,7 @@ Deployment tier (Airflow 3.3: scheduler, dag-processor, triggerer, API server; L
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -166,6 +167,13 @@ def _asset_events(deployment: Deployment, uri: str) -> list[dict[str, Any]]:
     return [event for event in found if event]
 
 
+def _watermarks(deployment: Deployment) -> dict[str, dict[str, Any]]:
+    rows = deployment.db_rows(
+        "SELECT key, value FROM asset_state_store WHERE key LIKE 'empirical_watermark:%'"
+    )
+    return {key: json.loads(value) for key, value in rows}
+
+
 def _reported(deployment: Deployment, uri: str) -> list[int]:
     return [int(e["extra"]["payload"]["id"]) for e in _asset_events(deployment, uri)]
 
@@ -194,7 +202,7 @@ class Story:
         self.dag_runs: list[dict[str, Any]] = []
         self.staging_reports: list[int] = []
         self.shared_polls = 0.0  # list reads per poll interval, two watchers together
-        self.watermark: list[tuple[Any, ...]] = []
+        self.watermarks: dict[str, dict[str, Any]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +217,12 @@ def story(stack: tuple[Deployment, EmulatorProcess]) -> Story:
         s.running_before = _start(emulator)
         deployment.unpause(WATCHED)
         deployment.unpause(STAGING)
-        _wait_polls(emulator, 4)  # both watchers have their baseline
+        # both watchers have their baseline once their watermarks are in the asset state store
+        # (the first read of a fresh triggerer's store takes ~20 s here: Airflow's in-process API)
+        helpers.wait_until(
+            "both watchers' baselines", lambda: len(_watermarks(deployment)) == 2, AFTER_RESTART
+        )
+        _wait_polls(emulator, 2)
 
         # one shared poll for both watchers (same connection, same 2 s interval)
         before, t0 = _list_polls(emulator), time.monotonic()
@@ -278,7 +291,7 @@ def story(stack: tuple[Deployment, EmulatorProcess]) -> Story:
             )
         s.events = _asset_events(deployment, PRODUCTION_URI)
         s.staging_events = _asset_events(deployment, STAGING_URI)
-        s.watermark = deployment.db_rows("SELECT key, value FROM asset_state_store ORDER BY key")
+        s.watermarks = _watermarks(deployment)
     except BaseException:
         print(deployment.logs(6000), file=sys.stderr)
         raise
@@ -324,11 +337,8 @@ def test_a_second_watcher_filters_by_result_and_shares_the_poll(story: Story) ->
 
 
 def test_the_watermark_is_in_the_asset_state_store_with_nothing_pending(story: Story) -> None:
-    import json
-
-    rows = dict(story.watermark)
-    production = json.loads(rows["empirical_watermark:empirical_default:production:*"])
-    staging = json.loads(rows["empirical_watermark:empirical_default:staging:*"])
+    production = story.watermarks["empirical_watermark:empirical_default:production:*"]
+    staging = story.watermarks["empirical_watermark:empirical_default:staging:*"]
     assert production["pending"] == [] and production["open"] == [] and staging["pending"] == []
     assert production["high"] >= max(story.production)
 
