@@ -360,7 +360,7 @@ class Triage:
 
 
 @pytest.fixture(scope="module")
-def triage(stack: tuple[Deployment, EmulatorProcess], story: Story) -> Triage:
+def triage(stack: tuple[Deployment, EmulatorProcess]) -> Triage:
     deployment, emulator = stack
     t = Triage()
     started = time.monotonic()
@@ -391,9 +391,15 @@ def triage(stack: tuple[Deployment, EmulatorProcess], story: Story) -> Triage:
             )
             t.questions[choice] = deployment.hitl_detail(TRIAGE, run_id, "ask")
             t.suites[choice] = deployment.xcoms(TRIAGE, run_id, "run_suite")["return_value"]
+        # A person answers after minutes. An answer within seconds of the question can resume the
+        # task before the scheduler has processed the worker's exit from parking it, and Airflow
+        # 3.3.2 then fails the task ("finished with state success, but the task instance's state
+        # attribute is queued"): the race of apache/airflow#71580 / #72716, seen here once.
+        time.sleep(10)
+        for choice in (RERUN, SNOOZE, BLOCK):
             if choice == RERUN:  # the re-run (the next run created through the API) passes
                 emulator.control("POST", "/_emulator/runs/queue", [{**script, "outcome": "passed"}])
-            deployment.answer_hitl(TRIAGE, run_id, "ask", choice)
+            deployment.answer_hitl(TRIAGE, t.runs[choice], "ask", choice)
 
         for key, run_id in t.runs.items():
             t.states[key] = deployment.wait_for_run(TRIAGE, run_id, RUN_FOR * 10)
@@ -405,7 +411,13 @@ def triage(stack: tuple[Deployment, EmulatorProcess], story: Story) -> Triage:
         t.snoozes = list(emulator.control("GET", "/_emulator/snoozes"))
         for key in (SNOOZE, BLOCK):
             task = "snooze_failed_tests" if key == SNOOZE else "block_release"
-            t.logs[key] = deployment.task_log(TRIAGE, t.runs[key], task)
+            tries = deployment.task_instances(TRIAGE, t.runs[key])[task]["try_number"]
+            t.logs[key] = deployment.task_log(TRIAGE, t.runs[key], task, max(1, tries)) if tries else ""
+        for key, tasks in t.tasks.items():
+            if tasks.get("ask") == "failed":
+                log = deployment.task_log(TRIAGE, t.runs[key], "ask")
+                print(f"\n[event-driven] ask failed in {key}:\n{log}")
+        print(f"\n[event-driven] triage task states: {json.dumps(t.tasks, indent=1)}")
     except BaseException:
         print(deployment.logs(6000), file=sys.stderr)
         raise
@@ -436,10 +448,7 @@ def test_triage_rerun_reruns_only_the_failed_tests_then_releases(triage: Triage)
     assert tasks["rerun_failed_tests"] == tasks["release"] == "success"
     assert tasks["snooze_failed_tests"] == tasks["block_release"] == "skipped"
     source = triage.suites[RERUN]
-    assert (
-        triage.rerun_summary["rerun_of"] == source["id"]
-        or triage.rerun_body.get("rerun_source_id") == source["id"]
-    )
+    assert triage.rerun_body["rerun_source_id"] == source["id"]  # Empirical's re-run of the suite's run
     assert triage.rerun_body["total_count"] == 3  # only the three failed tests ran again
     assert triage.rerun_summary["outcome"] == "success"
 
