@@ -381,7 +381,7 @@ def test_a_transient_error_is_a_warning_and_the_pace_stays(
 
     scenario(main)
     text = said()
-    assert text.count("next poll in") == 3 and "cannot poll" not in text
+    assert text.count("next poll in") >= 3 and "cannot poll" not in text  # one warning a poll
 
 
 def test_after_transient_errors_the_run_is_still_reported(empirical_conn: Emulator) -> None:
