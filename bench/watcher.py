@@ -400,7 +400,12 @@ def _lag() -> dict[str, Any]:
 
             def created(run_id: int = run_id) -> float | None:
                 for dag_run in deployment.dag_runs(dag_id):
-                    events = deployment.upstream_asset_events(dag_id, dag_run["dag_run_id"])
+                    try:
+                        events = deployment.upstream_asset_events(dag_id, dag_run["dag_run_id"])
+                    except RuntimeError as exc:  # Airflow 3.3.2 answers 500 while the run is queued
+                        if ": 500 " in str(exc):
+                            return None
+                        raise
                     if any(e["extra"]["payload"]["id"] == run_id for e in events):
                         return _epoch(dag_run["queued_at"])
                 return None
