@@ -12,7 +12,13 @@ from typing import Any
 INTEGRATION = "Empirical"
 API_URL = "https://api.empirical.run"
 DASHBOARD_URL = "https://dash.empirical.run"
-HOW_TO_GUIDES = ["/docs/operators.md", "/docs/sensor-and-trigger.md", "/docs/stopping-and-rerunning.md"]
+HOW_TO_GUIDES = [
+    "/docs/operators.md",
+    "/docs/sensor-and-trigger.md",
+    "/docs/stopping-and-rerunning.md",
+    "/docs/event-driven.md",  # EmpiricalTestRunEndedTrigger: DAGs scheduled by runs that end anywhere
+    "/docs/triage.md",
+]
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "project_id": {

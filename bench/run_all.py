@@ -4,9 +4,9 @@
 
 Figures: 1 DAG-parse import cost, 2 triggerer density (ours vs dbt Cloud, over TLS and plain
 HTTP), 3 API economy, 4 hook overhead, 5 worker memory, 6 the UI plugin (API-server start, a
-view first and from memory). A figure that fails to run is reported
-as an ERROR row with the reason, and the others still run. `--keep` leaves the throwaway
-directories (logs) in /tmp.
+view first and from memory), 7 the event-driven watcher (API calls per hour, lag to the DAG run).
+A figure that fails to run is reported as an ERROR row with the reason, and the others still
+run. `--keep` leaves the throwaway directories (logs) in /tmp.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ FIGURES = {
     "4": "hook_overhead",
     "5": "memory",
     "6": "plugin_views",
+    "7": "watcher",
 }
 
 

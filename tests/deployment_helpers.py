@@ -400,6 +400,34 @@ class Deployment:
             "PATCH", f"/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}", {"new_state": state}
         )
 
+    def kill_component(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a component's whole process group at once (no graceful shutdown), as a crash would."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        """The human-in-the-loop request of a task (Airflow 3.1+): subject, body, options..."""
+        return dict(
+            self.api("GET", f"/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/-1/hitlDetails")
+        )
+
+    def answer_hitl(self, dag_id: str, run_id: str, task_id: str, *options: str) -> dict[str, Any]:
+        """Answer a human-in-the-loop request, as a person in the UI would."""
+        path = f"/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
+        return dict(self.api("PATCH", path, {"chosen_options": list(options), "params_input": {}}))
+
+    def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The asset events that triggered a DAG run."""
+        payload = self.api("GET", f"/dags/{dag_id}/dagRuns/{_q(run_id)}/upstreamAssetEvents")
+        return list(payload["asset_events"])
+
+    def db_rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read the metadata database directly (SQLite), for what the REST API does not show."""
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as db:
+            return list(db.execute(sql, args).fetchall())
+
     def asset_events(self, uri: str) -> list[dict[str, Any]]:
         assets = self.api("GET", f"/assets?uri_pattern={_q(uri)}")["assets"]
         ids = [a["id"] for a in assets if a["uri"] == uri]

@@ -377,6 +377,31 @@ class EmpiricalHook(BaseHook):
         for page in self._run_pages(per_page, filters):
             yield from page.runs
 
+    async def alist_test_runs_page(
+        self, page: int = 1, *, per_page: int = 100, deadline: float | None = None, **filters: Any
+    ) -> RunPage:
+        """One page of ``GET /api/test-runs`` (newest first), on the event loop's shared pool.
+
+        The async face of the pages `list_test_runs` walks, for the triggerer (the event-driven
+        watcher reads one page per poll). Same filters; a page naming the project's slug teaches
+        the hook its dashboard links. Release the pool with `aclose`.
+        """
+        unknown = set(filters) - LIST_FILTERS
+        if unknown:
+            raise EmpiricalValidationError(
+                f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(LIST_FILTERS)}",
+                field=sorted(unknown)[0],
+            )
+        params = {key: value for key, value in filters.items() if value is not None}
+        if isinstance(params.get("environment_ids"), (list, tuple)):
+            params["environment_ids"] = ",".join(str(item) for item in params["environment_ids"])
+        config = await self.aconfig()
+        result = await self._arun(operations.list_test_runs_page(config, page, per_page, params), deadline)
+        slug = result.project.get("slug")
+        if not self._project_slug and isinstance(slug, str) and slug:
+            self._project_slug = config.clean(slug)
+        return result
+
     def _run_pages(self, per_page: int, filters: Mapping[str, Any]) -> Iterator[RunPage]:
         unknown = set(filters) - LIST_FILTERS
         if unknown:

@@ -166,6 +166,8 @@ EXAMPLES = [
     "empirical_release_after_tests",
     "empirical_rerun_failed",
     "empirical_wait_for_test_run",
+    "empirical_on_production_run",
+    "empirical_triage_failed_tests",
 ]
 
 
@@ -199,7 +201,7 @@ def test_example_post_deploy_smoke(run_dag: Any, emulator: Emulator) -> None:
     emulator.queue_runs(RunScript(**QUICK))
     dag_run = run_dag("empirical_post_deploy_smoke")
     assert task_states(dag_run) == {"deploy": "success", "smoke_tests": "success"}
-    body = emulator.requests[0].json
+    (body,) = [r.json for r in emulator.requests if r.method == "PUT"]  # after the environment check
     assert body["environment_variables_overrides"] == [
         {"name": "BASE_URL", "value": "https://preview-1234.example.com"}
     ]
