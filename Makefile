@@ -11,8 +11,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]" --config-settings editable_mode=compat
-	# the install's metadata lives in the venv; a second copy in the source tree would make Airflow
-	# find the plugin's entry point twice ("already registered")
+	# the install's metadata lives in the venv; a second copy in the source tree (on sys.path) makes
+	# Airflow find the plugin twice ("already registered"), and then OpenLineage emits no task events
 	rm -rf airflow_provider_empirical.egg-info
 	touch $@
 
@@ -43,6 +43,7 @@ $(DSTAMP): pyproject.toml tests/distributed/constraints.txt
 	$(DVENV)/bin/python -m pip install -q --upgrade pip
 	$(DVENV)/bin/python -m pip install -q -c tests/distributed/constraints.txt "apache-airflow==$(AIRFLOW_VERSION)" \
 		apache-airflow-providers-celery psycopg2-binary asyncpg pytest -e . --config-settings editable_mode=compat
+	rm -rf airflow_provider_empirical.egg-info  # as for .venv: one copy of the install's metadata
 	touch $@
 
 test-distributed: $(DSTAMP)

@@ -73,6 +73,9 @@ venv_for() {  # echo the venv to use for $1, building it when needed; progress t
         return 1
     fi
     rm -f "$venv"/.matrix-installed-*
+    # the install's metadata lives in the venv; a second copy in the source tree (on sys.path) makes
+    # Airflow find the plugin twice, and then the OpenLineage listener emits no task events
+    rm -rf "$ROOT"/airflow_provider_empirical.egg-info
     touch "$stamp"
     echo "$venv"
 }
