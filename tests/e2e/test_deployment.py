@@ -139,17 +139,18 @@ def batch(stack: tuple[Deployment, EmulatorProcess]) -> Batch:
     emulator.control("POST", "/_emulator/runs/queue", [{"queued_for": 0, "run_for": 6}])
     result.source_run = emulator.create_run(environment="production")
     try:
-        # Unpausing the nightly DAG makes the scheduler start its latest scheduled run. That run
-        # gets a longer script, so its asset event comes seconds after the manual run's: two
-        # events within ~0.2 s of the release run's creation can leave the second one without a
-        # run (seen with Airflow 3.3.2), which would make the release counts below a lottery.
-        emulator.control("POST", "/_emulator/runs/queue", [{"queued_for": 0.5, "run_for": RUN_FOR + 10}])
+        # Unpausing the nightly DAG makes the scheduler start its latest scheduled run. Its test
+        # run ends only when this test says so, after the other nightly runs' asset events have
+        # their release runs: two events within ~0.2 s of a release run's creation can leave the
+        # second one without a run (Airflow 3.3.2; seen in CI when fixed durations happened to end
+        # 70 ms apart), which would make the release counts below a lottery.
+        emulator.control("POST", "/_emulator/runs/queue", [{"queued_for": 0.5, "run_for": 10 * RUN_TIMEOUT}])
         deployment.unpause(NIGHTLY)
-        result.scheduled_nightly = helpers.wait_until(
+        scheduled_test_run = helpers.wait_until(
             "the scheduled nightly run to trigger its tests",
             lambda: next(
                 (
-                    r["metadata"]["airflow_run_id"]
+                    r
                     for r in emulator.runs()
                     if str(r.get("metadata", {}).get("airflow_run_id", "")).startswith("scheduled__")
                 ),
@@ -157,6 +158,7 @@ def batch(stack: tuple[Deployment, EmulatorProcess]) -> Batch:
             ),
             60,
         )
+        result.scheduled_nightly = scheduled_test_run["metadata"]["airflow_run_id"]
         for dag_id in EXAMPLES[1:]:
             deployment.unpause(dag_id)
         confs: dict[str, dict[str, Any]] = {
@@ -170,29 +172,38 @@ def batch(stack: tuple[Deployment, EmulatorProcess]) -> Batch:
         waits = [
             *result.runs.items(),
             (NIGHTLY, result.failing_nightly),
-            (NIGHTLY, result.scheduled_nightly),
             (NIGHTLY, result.snoozed_nightly),
         ]
         for dag_id, run_id in waits:
             result.states[run_id] = deployment.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
 
         # the release DAG runs scheduled by the asset events of the nightly runs that passed
-        nightlies = (result.runs[NIGHTLY], result.scheduled_nightly, result.snoozed_nightly)
-        passed = [r for r in nightlies if result.states[r] == "success"]
+        manual_nightlies = (result.runs[NIGHTLY], result.snoozed_nightly)
 
-        def released() -> bool:
+        def released(passed: list[str]) -> bool:
             events = [e for e in deployment.asset_events(ASSET_URI) if e["source_run_id"] in passed]
             runs = [r for r in deployment.dag_runs(RELEASE) if r["run_type"] == "asset_triggered"]
             return len(events) == len(passed) and all(_release_run_for(e, runs) for e in events)
 
-        try:
-            helpers.wait_until("asset-triggered release runs", released, 60)
-        except TimeoutError as exc:
-            events = deployment.asset_events(ASSET_URI)
-            raise AssertionError(
-                f"{exc}\nnightly runs that passed: {passed}\nasset events: {events}\n"
-                f"release runs: {deployment.dag_runs(RELEASE)}"
-            ) from None
+        def wait_released(passed: list[str]) -> None:
+            try:
+                helpers.wait_until("asset-triggered release runs", lambda: released(passed), 60)
+            except TimeoutError as exc:
+                events = deployment.asset_events(ASSET_URI)
+                raise AssertionError(
+                    f"{exc}\nnightly runs that passed: {passed}\nasset events: {events}\n"
+                    f"release runs: {deployment.dag_runs(RELEASE)}"
+                ) from None
+
+        wait_released([r for r in manual_nightlies if result.states[r] == "success"])
+        # now the scheduled nightly run's tests pass, and its asset event comes on its own
+        emulator.control("POST", f"/_emulator/runs/{scheduled_test_run['id']}/finish", {"state": "passed"})
+        waits.append((NIGHTLY, result.scheduled_nightly))
+        result.states[result.scheduled_nightly] = deployment.wait_for_run(
+            NIGHTLY, result.scheduled_nightly, RUN_TIMEOUT
+        )
+        nightlies = (*manual_nightlies, result.scheduled_nightly)
+        wait_released([r for r in nightlies if result.states[r] == "success"])
         release_ids = {
             r["dag_run_id"] for r in deployment.dag_runs(RELEASE) if r["run_type"] == "asset_triggered"
         }
