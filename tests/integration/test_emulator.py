@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,29 +35,6 @@ from tests.integration.test_emulator_support import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Emulator]:
-    with Emulator(api_keys={KEY: 1, OTHER_KEY: 2}) as emu:
-        yield emu
-
-
-@pytest.fixture
-def emu(shared: Emulator) -> Emulator:
-    shared.reset()
-    return shared
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
-    with new_client(shared.url) as c:
-        yield c
-
-
-@pytest.fixture
-def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
 
 
 # --- import and scripts -------------------------------------------------------------------------

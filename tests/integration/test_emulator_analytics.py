@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -16,7 +15,6 @@ from tests.integration.test_emulator_support import (
     new_client,
     put,
     run_id_of,
-    serve,
 )
 
 DAY_KEYS = {
@@ -34,28 +32,6 @@ DAY_KEYS = {
     "flaky_tests",
 }
 ZERO = dict.fromkeys(DAY_KEYS - {"date"}, 0)
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Emulator]:
-    yield from serve()
-
-
-@pytest.fixture
-def emu(shared: Emulator) -> Emulator:
-    shared.reset()
-    return shared
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
-    with new_client(shared.url) as c:
-        yield c
-
-
-@pytest.fixture
-def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
 
 
 def analytics(client: httpx.Client, **params: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ The catalogue's ids are the ids runs report as pw_test_id and the ids test_case_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,7 +23,6 @@ from tests.integration.test_emulator_support import (
     put,
     rows_of,
     run_id_of,
-    serve,
 )
 
 CASE_KEYS = {
@@ -73,28 +71,6 @@ BUILD_KEYS = {
     "environment_id",
     "created_at",
 }
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Emulator]:
-    yield from serve()
-
-
-@pytest.fixture
-def emu(shared: Emulator) -> Emulator:
-    shared.reset()
-    return shared
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
-    with new_client(shared.url) as c:
-        yield c
-
-
-@pytest.fixture
-def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
 
 
 def cases(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:

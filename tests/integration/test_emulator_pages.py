@@ -18,30 +18,7 @@ from tests.integration.test_emulator_support import (
     put,
     rows_of,
     run_id_of,
-    serve,
 )
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Emulator]:
-    yield from serve()
-
-
-@pytest.fixture
-def emu(shared: Emulator) -> Emulator:
-    shared.reset()
-    return shared
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
-    with new_client(shared.url) as c:
-        yield c
-
-
-@pytest.fixture
-def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
 
 
 @pytest.fixture

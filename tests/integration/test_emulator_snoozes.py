@@ -7,7 +7,6 @@ Real HTTP to a real emulator on loopback; every count and shape is asserted exac
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +25,6 @@ from tests.integration.test_emulator_support import (
     put,
     rows_of,
     run_id_of,
-    serve,
 )
 
 SNOOZE_KEYS = {
@@ -40,28 +38,6 @@ SNOOZE_KEYS = {
     "updated_at",
     "scoped_to_environment_id",
 }
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Emulator]:
-    yield from serve()
-
-
-@pytest.fixture
-def emu(shared: Emulator) -> Emulator:
-    shared.reset()
-    return shared
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared: Emulator) -> Iterator[httpx.Client]:
-    with new_client(shared.url) as c:
-        yield c
-
-
-@pytest.fixture
-def client(emu: Emulator, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
 
 
 def case_id(emu: Emulator, title: str, project: str = "chromium") -> str:
