@@ -238,17 +238,25 @@ class Deployment:
 
     # -- processes --
 
+    COMPONENTS: tuple[str, ...] = COMPONENTS
+    START_TIMEOUT = 120.0
+    MIGRATE_TIMEOUT = 300.0
+
     def start(
-        self, components: Iterable[str] = COMPONENTS, timeout: float = 120.0, migrate: bool = True
+        self, components: Iterable[str] | None = None, timeout: float | None = None, migrate: bool = True
     ) -> Deployment:
         """Start the components; `migrate=False` reuses a home an earlier deployment migrated."""
         if migrate:
             self.migrate()
-        for component in components:
-            log = self.home / f"{component}.log"
-            self.processes[component] = _spawn([self.airflow, component], self.env, self.home, log)
-        wait_until("the API server to be healthy", self._healthy, timeout)
+        for component in self.COMPONENTS if components is None else components:
+            self.start_component(component)
+        wait_until("the API server to be healthy", self._healthy, timeout or self.START_TIMEOUT)
         return self
+
+    def start_component(self, name: str) -> subprocess.Popen[bytes]:
+        process = _spawn([self.airflow, name], self.env, self.home, self.home / f"{name}.log")
+        self.processes[name] = process
+        return process
 
     def migrate(self) -> None:
         migrate = subprocess.run(
@@ -257,13 +265,16 @@ class Deployment:
             cwd=self.home,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=self.MIGRATE_TIMEOUT,
             check=False,
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{(migrate.stdout + migrate.stderr)[-3000:]}")
-        # Four processes and the task workers share one SQLite file: in WAL mode readers do not
-        # block the writer ("database is locked" otherwise, under a burst of concurrent runs).
+        self.tune_database()
+
+    def tune_database(self) -> None:
+        """Four processes and the task workers share one SQLite file: in WAL mode readers do not
+        block the writer ("database is locked" otherwise, under a burst of concurrent runs)."""
         with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
             db.execute("PRAGMA journal_mode=WAL")
 

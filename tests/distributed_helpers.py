@@ -258,6 +258,10 @@ class RedisProcess:
 class DistributedDeployment(Deployment):
     """Airflow 3.3 with CeleryExecutor, PostgreSQL and Redis: 2 Celery workers, 2 triggerers."""
 
+    COMPONENTS = COMPONENTS
+    START_TIMEOUT = 180.0
+    MIGRATE_TIMEOUT = 600.0
+
     def __init__(
         self,
         home: Path,
@@ -320,28 +324,8 @@ class DistributedDeployment(Deployment):
         self.processes[name] = process
         return process
 
-    def start(
-        self, components: Iterable[str] = COMPONENTS, timeout: float = 180.0, migrate: bool = True
-    ) -> DistributedDeployment:
-        if migrate:
-            self.migrate()
-        for name in components:
-            self.start_component(name)
-        wait_until("the API server to be healthy", self._healthy, timeout)
-        return self
-
-    def migrate(self) -> None:
-        migrate = subprocess.run(
-            [self.airflow, "db", "migrate"],
-            env=self.env,
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{(migrate.stdout + migrate.stderr)[-3000:]}")
+    def tune_database(self) -> None:
+        """PostgreSQL needs no tuning (the base class puts SQLite in WAL mode)."""
 
     def wait_for_components(self, timeout: float = 180.0) -> dict[str, Any]:
         """The scheduler, both triggerers and both Celery workers registered and healthy."""
