@@ -237,7 +237,7 @@ def tier(request: pytest.FixtureRequest) -> Iterator[Tier]:
         redis.stop()
         postgres.stop()
         REPORT.setdefault("deployment", {})["tier_wall_seconds"] = round(time.monotonic() - started)
-        if request.session.testsfailed:
+        if request.session.testsfailed or os.environ.get("EMPIRICAL_KEEP_TIER_LOGS"):
             print(f"\n[distributed] logs kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
