@@ -52,6 +52,21 @@ MAX_PAGES = 1000  # list_test_runs stops here even if the server keeps announcin
 _UNLEARNED = ""  # the slot for a project slug the API would not tell
 
 
+def list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The query of a run-list call: known filters only (an unknown one fails before any request,
+    naming it), None dropped, a list of environment ids joined as the API expects."""
+    unknown = set(filters) - LIST_FILTERS
+    if unknown:
+        raise EmpiricalValidationError(
+            f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(LIST_FILTERS)}",
+            field=sorted(unknown)[0],
+        )
+    params = {key: value for key, value in filters.items() if value is not None}
+    if isinstance(params.get("environment_ids"), (list, tuple)):
+        params["environment_ids"] = ",".join(str(item) for item in params["environment_ids"])
+    return params
+
+
 class EmpiricalHook(BaseHook):
     """Talk to the Empirical API with the key stored in an Airflow connection.
 
@@ -386,15 +401,7 @@ class EmpiricalHook(BaseHook):
         watcher reads one page per poll). Same filters; a page naming the project's slug teaches
         the hook its dashboard links. Release the pool with `aclose`.
         """
-        unknown = set(filters) - LIST_FILTERS
-        if unknown:
-            raise EmpiricalValidationError(
-                f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(LIST_FILTERS)}",
-                field=sorted(unknown)[0],
-            )
-        params = {key: value for key, value in filters.items() if value is not None}
-        if isinstance(params.get("environment_ids"), (list, tuple)):
-            params["environment_ids"] = ",".join(str(item) for item in params["environment_ids"])
+        params = list_params(filters)
         config = await self.aconfig()
         result = await self._arun(operations.list_test_runs_page(config, page, per_page, params), deadline)
         slug = result.project.get("slug")
@@ -403,15 +410,7 @@ class EmpiricalHook(BaseHook):
         return result
 
     def _run_pages(self, per_page: int, filters: Mapping[str, Any]) -> Iterator[RunPage]:
-        unknown = set(filters) - LIST_FILTERS
-        if unknown:
-            raise EmpiricalValidationError(
-                f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(LIST_FILTERS)}",
-                field=sorted(unknown)[0],
-            )
-        params = {key: value for key, value in filters.items() if value is not None}
-        if isinstance(params.get("environment_ids"), (list, tuple)):
-            params["environment_ids"] = ",".join(str(item) for item in params["environment_ids"])
+        params = list_params(filters)
         previous: list[TestRun] | None = None
         for number in range(1, MAX_PAGES + 1):
             page = self._run(operations.list_test_runs_page(self.config, number, per_page, params))
